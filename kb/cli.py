@@ -1,0 +1,263 @@
+"""The `kb` command: serve, index, search, status.
+
+The only module that configures logging (always to stderr: under stdio, stdout is the protocol),
+reads flags and environment into Settings, and turns KbError into a message and an exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from kb import __version__
+from kb.config import Settings
+from kb.errors import ConfigError, IndexLockedError, KbError
+
+logger = logging.getLogger("kb")
+
+EXIT_OK = 0
+EXIT_FAILED_FILES = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 3
+
+
+class KbClickError(click.ClickException):
+    """A KbError on its way out, with the exit code its kind deserves."""
+
+    def __init__(self, error: KbError) -> None:
+        super().__init__(str(error))
+        if isinstance(error, ConfigError):
+            self.exit_code = EXIT_USAGE
+        elif isinstance(error, IndexLockedError):
+            self.exit_code = EXIT_LOCKED
+        else:
+            self.exit_code = 1
+
+
+def _setup_logging(debug: bool, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    # Libraries' chatter stays out unless debugging.
+    for noisy in ("pypdf", "watchdog", "httpx", "uvicorn.access", "mcp"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def _settings(**values: Any) -> Settings:
+    """Flags given on the command line win over KB_* environment variables, which win over defaults."""
+    try:
+        return Settings(**{k: v for k, v in values.items() if v is not None})
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _fail(error: KbError) -> NoReturn:
+    raise KbClickError(error)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+index_dir_option = click.option(
+    "--index-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="KB_INDEX_DIR",
+    default=None,
+    help="Folder of the index [env KB_INDEX_DIR; default ./index].",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kb")
+@click.option("--debug", is_flag=True, envvar="KB_DEBUG", help="Verbose logs, and tracebacks on errors [env KB_DEBUG].")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """kb: a local-first knowledge server. Index a folder of documents; serve it to AI assistants over MCP."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command("index")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@index_dir_option
+@click.option("--rebuild", is_flag=True, help="Re-read every file (and rebuild an index made for another root).")
+@click.option("--jobs", type=click.IntRange(0, 64), envvar="KB_JOBS", default=None,
+              help="Extraction worker processes; 0 = one per core [env KB_JOBS].")
+@click.option("--max-file-mb", type=click.FloatRange(min=0, min_open=True), envvar="KB_MAX_FILE_MB", default=None,
+              help="Skip files larger than this many MB [env KB_MAX_FILE_MB; default 20].")
+@click.option("--wait", "lock_wait", type=click.FloatRange(min=0), default=None,
+              help="Seconds to wait for another process writing the index [default 60].")
+@json_option
+@click.pass_context
+def index_command(
+    ctx: click.Context, root: Path, index_dir: Path | None, rebuild: bool, jobs: int | None,
+    max_file_mb: float | None, lock_wait: float | None, as_json: bool,
+) -> None:
+    """Index the documents under ROOT once, then exit (for cron jobs and systemd timers).
+
+    Exit codes: 0 every file indexed; 1 some files failed (the rest is committed);
+    2 usage or configuration error; 3 the index is locked by another process.
+    """
+    _setup_logging(ctx.obj["debug"])
+    from kb.index import SearchIndex
+    from kb.ingest import sync
+
+    settings = _settings(
+        root=root, index_dir=index_dir, jobs=jobs, lock_wait=lock_wait,
+        max_file_bytes=int(max_file_mb * 1024 * 1024) if max_file_mb else None,
+    )
+    try:
+        index = SearchIndex.open(settings.index_dir, settings.root, rebuild=rebuild)
+        with _progress_bar(enabled=not as_json) as progress:
+            report = sync(settings, index, rebuild=rebuild, progress=progress)
+    except KbError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json(report.model_dump())
+    else:
+        click.echo(
+            f"indexed {report.root} in {report.seconds:.2f}s: {report.added} added, {report.updated} updated, "
+            f"{report.removed} removed, {report.unchanged} unchanged, {len(report.failed)} failed, "
+            f"{len(report.skipped)} skipped",
+            err=True,
+        )
+        for problem in report.failed:
+            click.echo(f"  failed  {problem.path}: {problem.error}", err=True)
+        for skipped in report.skipped:
+            click.echo(f"  skipped {skipped.path}: {skipped.reason}", err=True)
+    ctx.exit(EXIT_FAILED_FILES if report.failed else EXIT_OK)
+
+
+class _progress_bar:
+    """A rich progress bar on stderr when it is a terminal; otherwise nothing."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled and sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Any:
+        if not self._enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self._bar = Progress(console=Console(stderr=True), transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task("indexing", total=None)
+        return self._advance
+
+    def _advance(self, done: int, total: int) -> None:
+        self._bar.update(self._task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@cli.command("search")
+@click.argument("query")
+@index_dir_option
+@click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True, help="Results to show.")
+@click.option("--all-passages", is_flag=True, help="List every matching passage, not one per document.")
+@json_option
+@click.pass_context
+def search_command(
+    ctx: click.Context, query: str, index_dir: Path | None, limit: int, all_passages: bool, as_json: bool
+) -> None:
+    """Search the index for QUERY (words, "phrases", AND/OR/NOT, field:term)."""
+    _setup_logging(ctx.obj["debug"])
+    from kb.index import SearchIndex
+
+    settings = _settings(index_dir=index_dir)
+    try:
+        index = SearchIndex.open(settings.index_dir)
+        results = index.search(query, limit=limit, all_passages=all_passages)
+    except KbError as exc:
+        _fail(exc)
+    for hit in results.results:
+        hit.url = _file_url(index.root, hit.path)
+    if as_json:
+        _emit_json({"query": results.query, "results": [h.model_dump() for h in results.results]})
+        return
+    if not results.results:
+        click.echo(f"no results for {query!r}")
+        return
+    if results.approximate:
+        click.echo("(no exact matches; showing approximate ones)")
+    for rank, hit in enumerate(results.results, start=1):
+        where = hit.heading or (f"page {hit.page}" if hit.page else "")
+        click.secho(f"{rank}. {hit.title}", bold=True)
+        click.echo(f"   {hit.id}" + (f"  ({where})" if where else "") + f"  score {hit.score:.2f}")
+        click.echo(f"   {hit.snippet}")
+
+
+def _file_url(root: Path, path: str) -> str:
+    return (root / path).as_uri()
+
+
+@cli.command("status")
+@index_dir_option
+@json_option
+@click.pass_context
+def status_command(ctx: click.Context, index_dir: Path | None, as_json: bool) -> None:
+    """Show what the index holds: root, documents, sections, size, last indexed."""
+    _setup_logging(ctx.obj["debug"])
+    from kb.index import SearchIndex
+
+    settings = _settings(index_dir=index_dir)
+    try:
+        stats = SearchIndex.open(settings.index_dir).stats()
+    except KbError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json(stats.model_dump(mode="json"))
+        return
+    for key, value in stats.model_dump().items():
+        click.echo(f"{key:>15}: {value if value is not None else '-'}")
+
+
+def main() -> None:
+    """Entry point of the `kb` console script."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: one readable line, the traceback on --debug
+        if "--debug" in sys.argv:
+            raise
+        click.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)", err=True)
+        sys.exit(1)

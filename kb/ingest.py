@@ -1,0 +1,170 @@
+"""Sync a root into the index: walk, diff against the manifest, extract what changed, write.
+
+An unchanged file (same size and mtime) is never opened. A file whose stat changed is hashed; if
+its content did not change only its manifest record is rewritten. Extraction runs in worker
+processes when there is enough of it to pay for them, and results are written in path order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+from kb.config import Settings
+from kb.errors import ExtractionError
+from kb.extractors import extract
+from kb.index import IndexBatch, SearchIndex
+from kb.models import Document, FileProblem, ManifestEntry, SkippedFile, SyncReport
+from kb.sources import SourceFile, walk
+
+logger = logging.getLogger(__name__)
+
+# Commit at least this often during a long sync, so a crash loses little and readers see progress.
+COMMIT_EVERY_FILES = 2000
+# Below this much work, starting worker processes costs more than it saves.
+PARALLEL_MIN_FILES = 16
+PARALLEL_MIN_BYTES = 2 * 1024 * 1024
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Loaded:
+    """What a worker made of one changed file."""
+
+    source: SourceFile
+    sha256: str = ""
+    document: Document | None = None  # None when the content matched the known hash, or on error
+    error: str | None = None
+
+
+def _load(source: SourceFile, known_sha: str | None) -> Loaded:
+    """Read, hash and (if the content is new) extract one file. Runs in a worker process."""
+    try:
+        data = source.abspath.read_bytes()
+    except OSError as exc:
+        return Loaded(source, error=f"cannot read: {exc.strerror or exc}")
+    sha = hashlib.sha256(data).hexdigest()
+    if sha == known_sha:
+        return Loaded(source, sha)
+    try:
+        return Loaded(source, sha, extract(source.path, data))
+    except ExtractionError as exc:
+        return Loaded(source, sha, error=exc.reason)
+    except Exception as exc:  # an extractor bug must cost one file, not the whole sync
+        logger.exception("extracting %s failed unexpectedly", source.path)
+        return Loaded(source, sha, error=f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _load_all(
+    todo: list[tuple[SourceFile, str | None]], jobs: int
+) -> Iterator[Loaded]:
+    total_bytes = sum(s.size for s, _ in todo)
+    if jobs <= 1 or len(todo) < PARALLEL_MIN_FILES or total_bytes < PARALLEL_MIN_BYTES:
+        for source, known in todo:
+            yield _load(source, known)
+        return
+    # forkserver: the parent may be running Tantivy's threads, which fork would copy mid-flight.
+    context = multiprocessing.get_context("forkserver")
+    chunk = max(1, min(64, len(todo) // (jobs * 8)))
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        yield from pool.map(_load, [s for s, _ in todo], [k for _, k in todo], chunksize=chunk)
+
+
+def _entry(source: SourceFile, sha: str, document: Document) -> ManifestEntry:
+    return ManifestEntry(
+        path=source.path,
+        size=source.size,
+        mtime_ns=source.mtime_ns,
+        sha256=sha,
+        format=source.format,
+        title=document.title,
+        tags=sorted({t.lower() for t in document.tags}),
+    )
+
+
+def _jobs(settings: Settings) -> int:
+    return settings.jobs or os.cpu_count() or 1
+
+
+def sync(
+    settings: Settings, index: SearchIndex, *, rebuild: bool = False, progress: Progress | None = None
+) -> SyncReport:
+    """Bring the index in line with the files under `settings.root`.
+
+    With `rebuild`, every file is re-read and re-extracted, whatever the manifest says.
+
+    Raises:
+        IndexLockedError: another process held the index writer for longer than `settings.lock_wait`.
+    """
+    started = time.monotonic()
+    report = SyncReport(root=str(index.root), index_dir=str(index.index_dir))
+    found = walk(index.root, max_file_bytes=settings.max_file_bytes, exclude=index.index_dir)
+    report.skipped = [SkippedFile(path=p, reason=r) for p, r in found.skipped]
+    manifest = index.manifest()
+    current = {f.path for f in found.files}
+    gone = sorted(p for p in manifest if p not in current)
+    todo: list[tuple[SourceFile, str | None]] = []
+    for source in found.files:
+        known = manifest.get(source.path)
+        if not rebuild and known and known.size == source.size and known.mtime_ns == source.mtime_ns:
+            report.unchanged += 1
+        else:
+            todo.append((source, None if rebuild or known is None else known.sha256))
+    _apply(settings, index, todo, gone, manifest, report, progress)
+    report.seconds = round(time.monotonic() - started, 3)
+    logger.info(
+        "sync of %s: %d added, %d updated, %d removed, %d unchanged, %d failed, %d skipped in %.2fs",
+        index.root, report.added, report.updated, report.removed, report.unchanged,
+        len(report.failed), len(report.skipped), report.seconds,
+    )
+    return report
+
+
+def _apply(
+    settings: Settings,
+    index: SearchIndex,
+    todo: list[tuple[SourceFile, str | None]],
+    gone: Iterable[str],
+    manifest: dict[str, ManifestEntry],
+    report: SyncReport,
+    progress: Progress | None,
+) -> None:
+    gone = list(gone)
+    if not todo and not gone:
+        return
+    with index.batch(wait=settings.lock_wait) as batch:
+        for path in gone:
+            batch.delete(path)
+            report.removed += 1
+        for done, loaded in enumerate(_load_all(todo, _jobs(settings)), start=1):
+            _write_one(batch, loaded, manifest.get(loaded.source.path), report)
+            if progress is not None:
+                progress(done, len(todo))
+            if batch.pending >= COMMIT_EVERY_FILES:
+                batch.commit()
+
+
+def _write_one(batch: IndexBatch, loaded: Loaded, known: ManifestEntry | None, report: SyncReport) -> None:
+    source = loaded.source
+    if loaded.error is not None:
+        logger.warning("not indexed: %s: %s", source.path, loaded.error)
+        report.failed.append(FileProblem(path=source.path, error=loaded.error))
+    elif loaded.document is None and known is not None:
+        batch.put_manifest(known.model_copy(update={"size": source.size, "mtime_ns": source.mtime_ns}))
+        report.unchanged += 1
+    elif loaded.document is not None:
+        for warning in loaded.document.warnings:
+            logger.warning("%s: %s", source.path, warning)
+        batch.put(loaded.document, _entry(source, loaded.sha256, loaded.document))
+        if known is None:
+            report.added += 1
+        else:
+            report.updated += 1
+

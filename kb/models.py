@@ -1,0 +1,118 @@
+"""The data that crosses kb's layers, as pydantic models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Format = Literal["md", "txt", "pdf", "html"]
+FORMATS: tuple[Format, ...] = ("md", "txt", "pdf", "html")
+
+
+class Section(BaseModel):
+    """One passage of a document: the text under a heading, one PDF page, or a run of paragraphs."""
+
+    fragment: str = Field(description="Stable id of the passage within its document, e.g. 'install-linux' or 'page-3'")
+    heading: str | None = Field(default=None, description="Heading trail, e.g. 'Install > Linux'")
+    page: int | None = Field(default=None, description="PDF page number, counting from 1")
+    text: str
+    line_start: int | None = Field(default=None, description="First line of the passage in the file (1-based)")
+    line_end: int | None = Field(default=None, description="Last line of the passage in the file (1-based)")
+
+
+class Document(BaseModel):
+    """What an extractor makes of one file."""
+
+    path: str = Field(description="Root-relative POSIX path")
+    format: Format
+    title: str
+    tags: list[str] = Field(default_factory=list)
+    sections: list[Section] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list, description="Parts that could not be extracted")
+
+
+class ManifestEntry(BaseModel):
+    """What the index remembers of one file, to decide whether it must be re-read."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    format: Format
+    title: str
+    tags: list[str] = Field(default_factory=list, description="Lowercased front matter tags")
+
+
+class SearchHit(BaseModel):
+    """One ranked passage."""
+
+    id: str = Field(description="'path' or 'path#fragment'; pass it to fetch")
+    path: str
+    title: str
+    url: str = ""
+    heading: str | None = None
+    page: int | None = None
+    score: float
+    snippet: str
+
+
+class SearchResults(BaseModel):
+    """One page of search results."""
+
+    query: str
+    results: list[SearchHit]
+    total: int = Field(description="Number of matching documents (or passages when all passages were asked for)")
+    next_offset: int | None = None
+    approximate: bool = Field(default=False, description="True when no exact match existed and fuzzy terms were used")
+
+
+class StoredDocument(BaseModel):
+    """A document as the index holds it, for fetch and resources."""
+
+    path: str
+    format: Format
+    title: str
+    tags: list[str]
+    size: int
+    mtime_ns: int
+    sections: list[Section]
+
+
+class IndexStats(BaseModel):
+    """What `kb status` reports."""
+
+    root: str
+    index_dir: str
+    documents: int
+    sections: int
+    size_bytes: int
+    last_indexed: datetime | None
+    schema_version: int
+
+
+class FileProblem(BaseModel):
+    """A file that was not indexed, and why."""
+
+    path: str
+    error: str
+
+
+class SkippedFile(BaseModel):
+    path: str
+    reason: str
+
+
+class SyncReport(BaseModel):
+    """The outcome of one sync; the JSON of `kb index --json`."""
+
+    root: str
+    index_dir: str
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: list[FileProblem] = Field(default_factory=list)
+    skipped: list[SkippedFile] = Field(default_factory=list)
+    seconds: float = 0.0

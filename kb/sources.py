@@ -1,0 +1,199 @@
+"""Walking a root: which files are documents, and confining every path a client names to the root.
+
+Both the walk and `confine` apply the same rules, so a file that the walk would pass over (hidden,
+ignored, outside the root through a symlink, not a regular file) can never be served by naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote
+
+import pathspec
+
+from kb.errors import PathRefusedError
+from kb.extractors import format_for
+from kb.models import Format
+
+logger = logging.getLogger(__name__)
+
+IGNORE_FILES = (".gitignore", ".kbignore")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file the walk found: a candidate document."""
+
+    path: str  # root-relative POSIX path
+    abspath: Path
+    size: int
+    mtime_ns: int
+    format: Format
+
+
+@dataclass
+class WalkResult:
+    files: list[SourceFile] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+class IgnoreRules:
+    """`.gitignore` and `.kbignore` files found anywhere under the root, each applying below its folder."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._specs: dict[str, pathspec.PathSpec | None] = {}
+
+    def _spec_for(self, folder: str) -> pathspec.PathSpec | None:
+        if folder not in self._specs:
+            lines: list[str] = []
+            for name in IGNORE_FILES:
+                try:
+                    text = (self._root / folder / name).read_text(encoding="utf-8", errors="replace")
+                except OSError:
+                    continue
+                lines.extend(text.splitlines())
+            self._specs[folder] = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+        return self._specs[folder]
+
+    def is_ignored(self, rel: str, is_dir: bool = False) -> bool:
+        """Whether any ignore file in a folder above `rel` excludes it (nearest folder wins last)."""
+        parts = PurePosixPath(rel).parts
+        ignored = False
+        for depth in range(len(parts)):
+            folder = "/".join(parts[:depth])
+            spec = self._spec_for(folder)
+            if spec is None:
+                continue
+            below = "/".join(parts[depth:]) + ("/" if is_dir else "")
+            result = spec.check_file(below)
+            if result.include is not None:
+                ignored = result.include
+        return ignored
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def walk(root: Path, *, max_file_bytes: int, exclude: Path | None = None) -> WalkResult:
+    """List the documents under `root`, and the files passed over with a reason.
+
+    Hidden files and folders, ignored paths and unsupported extensions are passed over quietly;
+    oversized files, non-regular files and links that leave the root are reported in `skipped`.
+    `exclude` (the index folder, when it sits inside the root) is never entered.
+    """
+    root = root.resolve()
+    rules = IgnoreRules(root)
+    result = WalkResult()
+    excluded = exclude.resolve() if exclude is not None else None
+    seen_dirs: set[tuple[int, int]] = set()
+    stack: list[tuple[Path, str]] = [(root, "")]
+    while stack:
+        folder, rel_folder = stack.pop()
+        try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen_dirs:
+                continue  # a symlink loop, or a second link to a folder already walked
+            seen_dirs.add((st.st_dev, st.st_ino))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            result.skipped.append((rel_folder or ".", f"cannot read folder: {exc.strerror or exc}"))
+            continue
+        subfolders: list[tuple[Path, str]] = []
+        for entry in entries:
+            if _is_hidden(entry.name):
+                continue
+            rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
+            try:
+                is_link = entry.is_symlink()
+                st = os.stat(entry.path)  # follows links
+            except OSError:
+                if is_link:
+                    result.skipped.append((rel, "broken symlink or symlink loop"))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                target = Path(entry.path).resolve()
+                if excluded is not None and target == excluded:
+                    continue
+                if is_link and not target.is_relative_to(root):
+                    result.skipped.append((rel, "symlink points outside the root"))
+                    continue
+                if not rules.is_ignored(rel, is_dir=True):
+                    subfolders.append((Path(entry.path), rel))
+                continue
+            fmt = format_for(entry.name)
+            if fmt is None or rules.is_ignored(rel):
+                continue
+            if is_link and not Path(entry.path).resolve().is_relative_to(root):
+                result.skipped.append((rel, "symlink points outside the root"))
+            elif not stat.S_ISREG(st.st_mode):
+                result.skipped.append((rel, "not a regular file"))
+            elif st.st_size > max_file_bytes:
+                result.skipped.append((rel, f"larger than the size cap ({st.st_size} > {max_file_bytes} bytes)"))
+            else:
+                result.files.append(SourceFile(rel, Path(entry.path), st.st_size, st.st_mtime_ns, fmt))
+        stack.extend(reversed(subfolders))
+    result.files.sort(key=lambda f: f.path)
+    return result
+
+
+def _check_syntax(rel_path: str) -> str:
+    """Refuse a path by its spelling alone; return it normalized to POSIX form."""
+    if not rel_path:
+        raise PathRefusedError(rel_path, "empty path")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in rel_path):
+        raise PathRefusedError(rel_path, "control characters are not allowed in paths")
+    if "\\" in rel_path:
+        raise PathRefusedError(rel_path, "use '/' as the separator")
+    if rel_path.lower().startswith("file:") or rel_path.startswith("/") or (
+        len(rel_path) > 1 and rel_path[1] == ":"
+    ):
+        raise PathRefusedError(rel_path, "paths are relative to the knowledge base root")
+    # Decode until stable so that '%2e%2e' and '%252e%252e' are seen for what they are.
+    decoded = rel_path
+    for _ in range(4):
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    for spelling in {rel_path, decoded}:
+        if "\\" in spelling or "\x00" in spelling:
+            raise PathRefusedError(rel_path, "encoded separators or NUL are not allowed")
+        for part in spelling.split("/"):
+            if part in ("..", "."):
+                raise PathRefusedError(rel_path, "'.' and '..' segments are not allowed")
+            if _is_hidden(part):
+                raise PathRefusedError(rel_path, "hidden files and folders are not served")
+    return rel_path.strip("/")
+
+
+def confine(root: Path, rel_path: str, *, max_file_bytes: int | None = None) -> Path:
+    """Resolve a root-relative path to a readable document file inside `root`.
+
+    Raises:
+        PathRefusedError: the path is malformed, escapes the root (also through a symlink), names a
+            hidden or ignored file, or is not a regular file.
+    """
+    rel = _check_syntax(rel_path)
+    root = root.resolve()
+    candidate = root / rel
+    try:
+        resolved = candidate.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise PathRefusedError(rel_path, "no such file under the root") from exc
+    if not resolved.is_relative_to(root):
+        raise PathRefusedError(rel_path, "resolves outside the root")
+    if IgnoreRules(root).is_ignored(rel):
+        raise PathRefusedError(rel_path, "ignored by .gitignore or .kbignore")
+    st = resolved.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise PathRefusedError(rel_path, "not a regular file")
+    if max_file_bytes is not None and st.st_size > max_file_bytes:
+        raise PathRefusedError(rel_path, "larger than the size cap")
+    return resolved
+
