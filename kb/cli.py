@@ -95,7 +95,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kb")
-@click.option("--debug", is_flag=True, envvar="KB_DEBUG", help="Verbose logs, and tracebacks on errors [env KB_DEBUG].")
+@click.option(
+    "--debug", is_flag=True, envvar="KB_DEBUG", help="Verbose logs, and tracebacks on errors [env KB_DEBUG]."
+)
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """kb: a local-first knowledge server. Index a folder of documents; serve it to AI assistants over MCP."""
@@ -105,18 +107,41 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @cli.command("index")
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @index_dir_option
-@click.option("--rebuild", is_flag=True, help="Re-read every file (and rebuild an index made for another root).")
-@click.option("--jobs", type=click.IntRange(0, 64), envvar="KB_JOBS", default=None,
-              help="Extraction worker processes; 0 = one per core [env KB_JOBS].")
-@click.option("--max-file-mb", type=click.FloatRange(min=0, min_open=True), envvar="KB_MAX_FILE_MB", default=None,
-              help="Skip files larger than this many MB [env KB_MAX_FILE_MB; default 20].")
-@click.option("--wait", "lock_wait", type=click.FloatRange(min=0), default=None,
-              help="Seconds to wait for another process writing the index [default 60].")
+@click.option(
+    "--rebuild", is_flag=True, help="Re-read every file (and rebuild an index made for another root)."
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(0, 64),
+    envvar="KB_JOBS",
+    default=None,
+    help="Extraction worker processes; 0 = one per core [env KB_JOBS].",
+)
+@click.option(
+    "--max-file-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="KB_MAX_FILE_MB",
+    default=None,
+    help="Skip files larger than this many MB [env KB_MAX_FILE_MB; default 20].",
+)
+@click.option(
+    "--wait",
+    "lock_wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to wait for another process writing the index [default 60].",
+)
 @json_option
 @click.pass_context
 def index_command(
-    ctx: click.Context, root: Path, index_dir: Path | None, rebuild: bool, jobs: int | None,
-    max_file_mb: float | None, lock_wait: float | None, as_json: bool,
+    ctx: click.Context,
+    root: Path,
+    index_dir: Path | None,
+    rebuild: bool,
+    jobs: int | None,
+    max_file_mb: float | None,
+    lock_wait: float | None,
+    as_json: bool,
 ) -> None:
     """Index the documents under ROOT once, then exit (for cron jobs and systemd timers).
 
@@ -128,7 +153,10 @@ def index_command(
     from kb.ingest import sync
 
     settings = _settings(
-        root=root, index_dir=index_dir, jobs=jobs, lock_wait=lock_wait,
+        root=root,
+        index_dir=index_dir,
+        jobs=jobs,
+        lock_wait=lock_wait,
         max_file_bytes=int(max_file_mb * 1024 * 1024) if max_file_mb else None,
     )
     try:
@@ -141,8 +169,9 @@ def index_command(
         _emit_json(report.model_dump())
     else:
         click.echo(
-            f"indexed {report.root} in {report.seconds:.2f}s: {report.added} added, {report.updated} updated, "
-            f"{report.removed} removed, {report.unchanged} unchanged, {len(report.failed)} failed, "
+            f"indexed {report.root} in {report.seconds:.2f}s: {report.added} added, "
+            f"{report.updated} updated, {report.removed} removed, {report.unchanged} unchanged, "
+            f"{len(report.failed)} failed, "
             f"{len(report.skipped)} skipped",
             err=True,
         )
@@ -245,7 +274,9 @@ def status_command(ctx: click.Context, index_dir: Path | None, as_json: bool) ->
 def main() -> None:
     """Entry point of the `kb` console script."""
     try:
-        cli.main(standalone_mode=False)
+        # Outside standalone mode click returns ctx.exit()'s code instead of exiting.
+        code = cli.main(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:

@@ -72,9 +72,7 @@ class DocumentNotFoundError(KbError):
 
     def __init__(self, doc_id: str) -> None:
         self.doc_id = doc_id
-        super().__init__(
-            f"no document or passage with id {doc_id!r}; use the search tool to find valid ids"
-        )
+        super().__init__(f"no document or passage with id {doc_id!r}; use the search tool to find valid ids")
 
 
 class QueryError(KbError):

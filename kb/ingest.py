@@ -62,9 +62,7 @@ def _load(source: SourceFile, known_sha: str | None) -> Loaded:
         return Loaded(source, sha, error=f"unexpected {type(exc).__name__}: {exc}")
 
 
-def _load_all(
-    todo: list[tuple[SourceFile, str | None]], jobs: int
-) -> Iterator[Loaded]:
+def _load_all(todo: list[tuple[SourceFile, str | None]], jobs: int) -> Iterator[Loaded]:
     total_bytes = sum(s.size for s, _ in todo)
     if jobs <= 1 or len(todo) < PARALLEL_MIN_FILES or total_bytes < PARALLEL_MIN_BYTES:
         for source, known in todo:
@@ -121,8 +119,14 @@ def sync(
     report.seconds = round(time.monotonic() - started, 3)
     logger.info(
         "sync of %s: %d added, %d updated, %d removed, %d unchanged, %d failed, %d skipped in %.2fs",
-        index.root, report.added, report.updated, report.removed, report.unchanged,
-        len(report.failed), len(report.skipped), report.seconds,
+        index.root,
+        report.added,
+        report.updated,
+        report.removed,
+        report.unchanged,
+        len(report.failed),
+        len(report.skipped),
+        report.seconds,
     )
     return report
 
@@ -167,4 +171,3 @@ def _write_one(batch: IndexBatch, loaded: Loaded, known: ManifestEntry | None, r
             report.added += 1
         else:
             report.updated += 1
-

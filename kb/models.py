@@ -14,11 +14,15 @@ FORMATS: tuple[Format, ...] = ("md", "txt", "pdf", "html")
 class Section(BaseModel):
     """One passage of a document: the text under a heading, one PDF page, or a run of paragraphs."""
 
-    fragment: str = Field(description="Stable id of the passage within its document, e.g. 'install-linux' or 'page-3'")
+    fragment: str = Field(
+        description="Stable id of the passage within its document, e.g. 'install-linux' or 'page-3'"
+    )
     heading: str | None = Field(default=None, description="Heading trail, e.g. 'Install > Linux'")
     page: int | None = Field(default=None, description="PDF page number, counting from 1")
     text: str
-    line_start: int | None = Field(default=None, description="First line of the passage in the file (1-based)")
+    line_start: int | None = Field(
+        default=None, description="First line of the passage in the file (1-based)"
+    )
     line_end: int | None = Field(default=None, description="Last line of the passage in the file (1-based)")
 
 
@@ -63,9 +67,13 @@ class SearchResults(BaseModel):
 
     query: str
     results: list[SearchHit]
-    total: int = Field(description="Number of matching documents (or passages when all passages were asked for)")
+    total: int = Field(
+        description="Number of matching documents (or passages when all passages were asked for)"
+    )
     next_offset: int | None = None
-    approximate: bool = Field(default=False, description="True when no exact match existed and fuzzy terms were used")
+    approximate: bool = Field(
+        default=False, description="True when no exact match existed and fuzzy terms were used"
+    )
 
 
 class StoredDocument(BaseModel):

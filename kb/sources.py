@@ -134,7 +134,9 @@ def walk(root: Path, *, max_file_bytes: int, exclude: Path | None = None) -> Wal
             elif not stat.S_ISREG(st.st_mode):
                 result.skipped.append((rel, "not a regular file"))
             elif st.st_size > max_file_bytes:
-                result.skipped.append((rel, f"larger than the size cap ({st.st_size} > {max_file_bytes} bytes)"))
+                result.skipped.append(
+                    (rel, f"larger than the size cap ({st.st_size} > {max_file_bytes} bytes)")
+                )
             else:
                 result.files.append(SourceFile(rel, Path(entry.path), st.st_size, st.st_mtime_ns, fmt))
         stack.extend(reversed(subfolders))
@@ -150,8 +152,10 @@ def _check_syntax(rel_path: str) -> str:
         raise PathRefusedError(rel_path, "control characters are not allowed in paths")
     if "\\" in rel_path:
         raise PathRefusedError(rel_path, "use '/' as the separator")
-    if rel_path.lower().startswith("file:") or rel_path.startswith("/") or (
-        len(rel_path) > 1 and rel_path[1] == ":"
+    if (
+        rel_path.lower().startswith("file:")
+        or rel_path.startswith("/")
+        or (len(rel_path) > 1 and rel_path[1] == ":")
     ):
         raise PathRefusedError(rel_path, "paths are relative to the knowledge base root")
     # Decode until stable so that '%2e%2e' and '%252e%252e' are seen for what they are.
@@ -196,4 +200,3 @@ def confine(root: Path, rel_path: str, *, max_file_bytes: int | None = None) -> 
     if max_file_bytes is not None and st.st_size > max_file_bytes:
         raise PathRefusedError(rel_path, "larger than the size cap")
     return resolved
-

@@ -22,8 +22,17 @@ from pathlib import Path
 import tantivy
 
 from kb.errors import ConfigError, DocumentNotFoundError, IndexLockedError, IndexMismatchError
-from kb.models import Document, Format, IndexStats, ManifestEntry, SearchHit, SearchResults, Section, StoredDocument
 from kb.index._query import QueryPlan, plan_query
+from kb.models import (
+    Document,
+    Format,
+    IndexStats,
+    ManifestEntry,
+    SearchHit,
+    SearchResults,
+    Section,
+    StoredDocument,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +88,7 @@ class IndexBatch:
 
     def put(self, doc: Document, entry: ManifestEntry) -> None:
         """Replace everything stored for `doc.path` with this document and its manifest record."""
-        self.delete(doc.path)
+        self._writer.delete_documents_by_term("path", doc.path)
         mtime = entry.mtime_ns // 1_000_000_000
         for ordinal, section in enumerate(doc.sections):
             record = tantivy.Document(
@@ -159,13 +168,16 @@ class SearchIndex:
         meta = _read_sidecar(sidecar)
         if root is None:
             if meta is None:
-                raise ConfigError(f"no kb index at {index_dir}; run `kb index ROOT --index-dir {index_dir}` first")
+                raise ConfigError(
+                    f"no kb index at {index_dir}; run `kb index ROOT --index-dir {index_dir}` first"
+                )
             root = Path(meta["root"])
         root = root.resolve()
         if meta is not None:
             problem = None
             if meta.get("schema_version") != SCHEMA_VERSION:
-                problem = f"the index at {index_dir} has schema version {meta.get('schema_version')}, kb needs {SCHEMA_VERSION}"
+                found = meta.get("schema_version")
+                problem = f"the index at {index_dir} has schema version {found}, kb needs {SCHEMA_VERSION}"
             elif meta.get("root") != str(root):
                 problem = f"the index at {index_dir} was built for {meta.get('root')}, not {root}"
             if problem is not None:
@@ -295,7 +307,10 @@ class SearchIndex:
         entry = ManifestEntry.model_validate_json(file_hits.get_first("manifest"))
         searcher = self._searcher()
         query = tantivy.Query.boolean_query(
-            [(tantivy.Occur.Must, self._term("kind", "section")), (tantivy.Occur.Must, self._term("path", path))]
+            [
+                (tantivy.Occur.Must, self._term("kind", "section")),
+                (tantivy.Occur.Must, self._term("path", path)),
+            ]
         )
         hits = searcher.search(query, limit=max(1, searcher.num_docs), count=False).hits
         records = sorted((searcher.doc(a) for _, a in hits), key=lambda r: r.get_first("ordinal"))
@@ -357,8 +372,15 @@ class SearchIndex:
             QueryError: a filter is malformed (the query text itself never fails: it falls back to
                 lenient parsing).
         """
-        plan = plan_query(self._index, self.schema, query, path=path, formats=formats, tags=tags,
-                          modified_after=modified_after)
+        plan = plan_query(
+            self._index,
+            self.schema,
+            query,
+            path=path,
+            formats=formats,
+            tags=tags,
+            modified_after=modified_after,
+        )
         searcher = self._searcher()
         hits, total = self._collect(searcher, plan, offset + limit, all_passages)
         approximate = False
@@ -480,6 +502,12 @@ def _wipe(index_dir: Path) -> None:
 
 def _command_line() -> str:
     try:
-        return Path("/proc/self/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:200]
+        return (
+            Path("/proc/self/cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode(errors="replace")
+            .strip()[:200]
+        )
     except OSError:
         return "kb"

@@ -68,27 +68,31 @@ def content_words(text: str) -> list[str]:
 
 
 def _parse_text(index: tantivy.Index, text: str) -> tuple[tantivy.Query, list[str]]:
-    """Parse the query text; return the query and the plain words it contains (for fuzzy retry)."""
+    """Parse the query text; return the query and, for plain-word queries, the words to retry fuzzily.
+
+    A query written with operators or phrases asked for exactly that, so it gets no fuzzy retry.
+    """
     words = content_words(text)
     if not _OPERATOR.search(text):
-        text = " ".join(words)
-    elif _unknown_fields(text):
-        text = " ".join(words)  # 'error: foo' is prose, not a field query
-    if not text.strip():
-        return tantivy.Query.empty_query(), []
+        return _parse_words(index, words), words
+    if _unknown_fields(text):
+        return _parse_words(index, words), []  # 'error: foo' is prose, not a field query
     try:
-        return index.parse_query(text, TEXT_FIELDS, field_boosts=FIELD_BOOSTS), words
+        return index.parse_query(text, TEXT_FIELDS, field_boosts=FIELD_BOOSTS), []
     except ValueError:
         pass
     query, errors = index.parse_query_lenient(text, TEXT_FIELDS, field_boosts=FIELD_BOOSTS)
-    if errors and not words:
-        return tantivy.Query.empty_query(), []
     if errors:
-        # Lenient parsing may still drop most of the input; the plain words keep every term.
-        plain = " ".join(w for w in words if w not in ("AND", "OR", "NOT"))
-        if plain:
-            return index.parse_query(plain.lower(), TEXT_FIELDS, field_boosts=FIELD_BOOSTS), words
-    return query, words
+        # Lenient parsing can drop most of the input; the plain words keep every term.
+        return _parse_words(index, [w for w in words if w not in ("AND", "OR", "NOT")]), []
+    return query, []
+
+
+def _parse_words(index: tantivy.Index, words: list[str]) -> tantivy.Query:
+    """An OR of plain words (\\w+ runs, which always parse)."""
+    if not words:
+        return tantivy.Query.empty_query()
+    return index.parse_query(" ".join(words).lower(), TEXT_FIELDS, field_boosts=FIELD_BOOSTS)
 
 
 def _unknown_fields(text: str) -> set[str]:
@@ -149,7 +153,9 @@ def plan_query(
     filters = [tantivy.Query.term_query(schema, "kind", "section")]
     if path:
         if "\x00" in path or ".." in path.split("/"):
-            raise QueryError(text, f"bad path filter {path!r}: use a folder like 'guide/' or a glob like '*.md'")
+            raise QueryError(
+                text, f"bad path filter {path!r}: use a folder like 'guide/' or a glob like '*.md'"
+            )
         try:
             filters.append(tantivy.Query.regex_query(schema, "path", path_regex(path)))
         except ValueError as exc:
@@ -179,7 +185,10 @@ def plan_query(
     if terms:
         fuzzy_query = tantivy.Query.boolean_query(
             [
-                (tantivy.Occur.Should, tantivy.Query.fuzzy_term_query(schema, field, term, distance=1 if len(term) < 7 else 2))
+                (
+                    tantivy.Occur.Should,
+                    tantivy.Query.fuzzy_term_query(schema, field, term, distance=1 if len(term) < 7 else 2),
+                )
                 for term in terms
                 for field in ("title", "body")
             ]

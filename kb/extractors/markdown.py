@@ -1,0 +1,214 @@
+"""Markdown: front matter, then one section per heading, by walking markdown-it's token stream.
+
+Walking tokens instead of rendering HTML keeps extraction near markdown-it's parse speed, and lets
+each section carry the exact source lines it came from.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from kb.extractors.text import decode_text, file_stem
+from kb.models import Document, Section
+
+_FRONT_MATTER = re.compile(r"---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+_SPACES = re.compile(r"[ \t]+")
+_SLUG_DROP = re.compile(r"[^a-z0-9]+")
+_SLUG_MAX = 80
+
+
+class Fragments:
+    """Hands out URL-friendly fragment ids, unique within one document ("setup", "setup-2", ...)."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+
+    def claim(self, name: str, fallback: str = "section") -> str:
+        """Return a fresh fragment for `name`: its slug, suffixed with -2, -3... if already taken."""
+        base = slugify(name) or fallback
+        fragment, n = base, 1
+        while fragment in self._used:
+            n += 1
+            fragment = f"{base}-{n}"
+        self._used.add(fragment)
+        return fragment
+
+
+def slugify(text: str) -> str:
+    """Lowercase ASCII slug: accents folded ("Zürich" -> "zurich"), other runs become one hyphen."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return _SLUG_DROP.sub("-", folded.lower()).strip("-")[:_SLUG_MAX].rstrip("-")
+
+
+@functools.cache
+def _parser() -> MarkdownIt:
+    # Built once per process: constructing MarkdownIt compiles its rule chains. A cache, not state.
+    return MarkdownIt("commonmark").enable(["table", "strikethrough"])
+
+
+def extract_markdown(path: str, data: bytes) -> Document:
+    """Extract a Markdown file into one section per heading (plus an "intro" for text before any).
+
+    Title: front matter `title`, else the first H1, else the file name. Tags: front matter `tags`,
+    a list or a comma/space separated string.
+
+    Raises:
+        ExtractionError: the bytes are binary, not text.
+    """
+    text = decode_text(path, data)
+    meta, body, offset = split_front_matter(text)
+    walker = _Walker(offset, text.split("\n"))
+    walker.walk(_parser().parse(body))
+    title = _meta_title(meta) or walker.first_h1 or file_stem(path)
+    return Document(path=path, format="md", title=title, tags=_meta_tags(meta), sections=walker.sections)
+
+
+def split_front_matter(text: str) -> tuple[dict[str, Any], str, int]:
+    """Split a leading `---` YAML block from the body: (metadata, body, lines the block used).
+
+    Invalid YAML, or YAML that is not a mapping, gives empty metadata; the block is still removed.
+    """
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        return {}, text, 0
+    try:
+        loaded = yaml.safe_load(match.group(1) or "")
+    except (yaml.YAMLError, ValueError, RecursionError):
+        # Front matter is a convenience; a typo in it must not stop the document being indexed.
+        loaded = None
+    block = match.group(0)
+    lines = block.count("\n") + (0 if block.endswith("\n") else 1)
+    return (loaded if isinstance(loaded, dict) else {}), text[match.end() :], lines
+
+
+def _meta_title(meta: dict[str, Any]) -> str | None:
+    title = meta.get("title")
+    return title.strip() or None if isinstance(title, str) else None
+
+
+def _meta_tags(meta: dict[str, Any]) -> list[str]:
+    raw = meta.get("tags")
+    if isinstance(raw, str):
+        items: list[Any] = re.split(r"[,\s]+", raw)
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        return []
+    tags = [str(item).strip() for item in items if isinstance(item, str | int | float)]
+    return list(dict.fromkeys(tag for tag in tags if tag))
+
+
+@dataclass
+class _Open:
+    """The section being filled while walking."""
+
+    heading: str | None
+    fragment: str
+    line_start: int
+    line_end: int
+    blocks: list[str] = field(default_factory=list)
+
+
+class _Walker:
+    def __init__(self, line_offset: int, lines: list[str]) -> None:
+        self.offset = line_offset
+        self._lines = lines  # the whole file, to trim trailing blank lines off line ranges
+        self.sections: list[Section] = []
+        self.first_h1: str | None = None
+        self._fragments = Fragments()
+        self._trail: list[tuple[int, str]] = []
+        self._current: _Open | None = None
+        self._row: list[str] | None = None
+
+    def walk(self, tokens: list[Token]) -> None:
+        heading_level = 0
+        for token in tokens:
+            kind = token.type
+            if token.map is not None and kind != "heading_open":
+                if self._current is None:
+                    self._current = _Open(None, "", token.map[0] + 1 + self.offset, 0)
+                self._current.line_end = max(self._current.line_end, token.map[1] + self.offset)
+            if kind == "heading_open":
+                heading_level = int(token.tag[1])
+                self._close()
+                assert token.map is not None  # block tokens always carry a source map
+                line = token.map[0] + 1 + self.offset
+                self._current = _Open(None, "", line, token.map[1] + self.offset)
+            elif kind == "inline":
+                text = _inline_text(token.children or [])
+                if heading_level:
+                    self._start_heading(heading_level, text)
+                    heading_level = 0
+                elif self._row is not None:
+                    self._row.append(text)
+                else:
+                    self._add(text)
+            elif kind in ("fence", "code_block"):
+                self._add(token.content.rstrip("\n"))
+            elif kind == "html_block":
+                self._add(_SPACES.sub(" ", _TAG.sub(" ", token.content)).strip())
+            elif kind == "tr_open":
+                self._row = []
+            elif kind == "tr_close" and self._row is not None:
+                self._add(" | ".join(cell for cell in self._row if cell))
+                self._row = None
+        self._close()
+
+    def _start_heading(self, level: int, text: str) -> None:
+        while self._trail and self._trail[-1][0] >= level:
+            self._trail.pop()
+        self._trail.append((level, text))
+        if level == 1 and self.first_h1 is None and text:
+            self.first_h1 = text
+        assert self._current is not None
+        self._current.heading = " > ".join(t for _, t in self._trail if t) or None
+        self._current.fragment = self._fragments.claim(text)
+        self._add(text)
+
+    def _add(self, text: str) -> None:
+        if text and self._current is not None:
+            self._current.blocks.append(text)
+
+    def _close(self) -> None:
+        current, self._current = self._current, None
+        if current is None or not current.blocks:
+            return
+        if current.heading is None and not current.fragment:
+            current.fragment = self._fragments.claim("intro")
+        end = min(current.line_end, len(self._lines))
+        while end > current.line_start and not self._lines[end - 1].strip():
+            end -= 1
+        self.sections.append(
+            Section(
+                fragment=current.fragment,
+                heading=current.heading,
+                text="\n".join(current.blocks),
+                line_start=current.line_start,
+                line_end=end,
+            )
+        )
+
+
+def _inline_text(children: list[Token]) -> str:
+    parts: list[str] = []
+    for child in children:
+        kind = child.type
+        if kind in ("text", "code_inline"):
+            parts.append(child.content)
+        elif kind == "softbreak":
+            parts.append(" ")
+        elif kind == "hardbreak":
+            parts.append("\n")
+        elif kind == "image":
+            parts.append(_inline_text(child.children or []) if child.children else child.content)
+        # link_open/close (targets), html_inline (raw tags) and emphasis markers carry no text.
+    return "".join(parts).strip()

@@ -1,0 +1,118 @@
+"""PDF: one section per page with pypdf; a page that cannot be read is a warning, not a failure."""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import zlib
+
+from pypdf import PasswordType, PdfReader
+from pypdf.errors import PyPdfError
+
+from kb.errors import ExtractionError
+from kb.extractors.text import file_stem
+from kb.models import Document, Section
+
+# pypdf raises many unrelated exception types on malformed input (a KeyError for a missing
+# dictionary entry, a TypeError for an object of the wrong kind, zlib and struct errors for bad
+# streams, RecursionError for cyclic references...). Everything a broken file can trigger is caught
+# here, and only around pypdf calls; programming errors in kb itself surface in tests.
+_PDF_ERRORS: tuple[type[BaseException], ...] = (
+    PyPdfError,
+    ArithmeticError,
+    AssertionError,
+    AttributeError,
+    LookupError,
+    NotImplementedError,
+    OSError,
+    RecursionError,
+    TypeError,
+    ValueError,
+    struct.error,
+    zlib.error,
+)
+_SPACES = re.compile(r"[ \t\xa0]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+_JUNK_TITLES = frozenset(
+    {"untitled", "untitled document", "title", "document", "no title", "none", "unknown"}
+)
+_FILE_NAME_TITLE = re.compile(
+    r"(microsoft \w+ - .*|.*\.(docx?|pdf|tex|dvi|ps|txt|odt|rtf|pptx?|xlsx?|indd|qxd|html?))", re.IGNORECASE
+)
+_TITLE_MAX = 120
+_REASON_MAX = 200
+
+
+def extract_pdf(path: str, data: bytes) -> Document:
+    """Extract a PDF: one section per page with text (fragment "page-N", N from 1).
+
+    Title: the metadata /Title unless empty or junk ("Untitled", a file name), else the first line
+    of text, else the file name. Pages that fail to extract are listed in `warnings`. A PDF with no
+    text at all (a scan) is still a document, with no sections and a warning.
+
+    Raises:
+        ExtractionError: the PDF is encrypted with a password, or corrupt beyond reading, or no page
+            of it could be read.
+    """
+    if not data.strip():
+        raise ExtractionError(path, "empty PDF file")
+    if b"%PDF-" not in data[:1024]:
+        raise ExtractionError(path, "not a PDF file (no %PDF header)")
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
+            raise ExtractionError(path, "encrypted PDF (needs a password)")
+        page_count = len(reader.pages)
+    except _PDF_ERRORS as exc:
+        raise ExtractionError(path, f"corrupt or truncated PDF ({_reason(exc)})") from exc
+
+    sections: list[Section] = []
+    warnings: list[str] = []
+    for number in range(1, page_count + 1):
+        try:
+            raw = reader.pages[number - 1].extract_text()
+        except _PDF_ERRORS as exc:
+            warnings.append(f"page {number}: {_reason(exc)}")
+            continue
+        if text := normalize(raw):
+            sections.append(Section(fragment=f"page-{number}", page=number, text=text))
+    if page_count and len(warnings) == page_count:
+        raise ExtractionError(path, f"no page could be read ({warnings[0]})")
+    if not sections and not warnings:
+        warnings.append("no extractable text (a scanned PDF?)")
+
+    title = _metadata_title(reader) or _first_line(sections) or file_stem(path)
+    return Document(path=path, format="pdf", title=title, sections=sections, warnings=warnings)
+
+
+def normalize(text: str) -> str:
+    """Collapse runs of spaces, drop control characters, blank lines and undecodable glyphs (U+FFFD)."""
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+def _metadata_title(reader: PdfReader) -> str | None:
+    try:
+        metadata = reader.metadata
+        raw = metadata.title if metadata is not None else None
+    except _PDF_ERRORS:
+        return None  # a broken Info dictionary costs the title, not the document
+    if not isinstance(raw, str):
+        return None
+    title = _SPACES.sub(" ", _CONTROL.sub("", raw)).strip()
+    if not title or title.lower() in _JUNK_TITLES or _FILE_NAME_TITLE.fullmatch(title):
+        return None
+    return title[:_TITLE_MAX]
+
+
+def _first_line(sections: list[Section]) -> str | None:
+    if not sections:
+        return None
+    return sections[0].text.split("\n", 1)[0][:_TITLE_MAX].strip() or None
+
+
+def _reason(exc: BaseException) -> str:
+    message = str(exc).strip() or type(exc).__name__
+    return message[:_REASON_MAX]

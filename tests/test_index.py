@@ -1,0 +1,210 @@
+"""The Tantivy index: opening, search semantics, fetch by id, stats."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from kb.config import Settings
+from kb.errors import ConfigError, DocumentNotFoundError, IndexMismatchError, QueryError
+from kb.index import SCHEMA_VERSION, SearchIndex
+from kb.ingest import sync
+
+DOCS = {
+    "guide/install.md": (
+        "---\ntitle: Installing\ntags: [setup, Guide]\n---\n# Install\n\nGet the package.\n\n"
+        "## Linux\n\nUse apt on Debian and a virtual environment for Python.\n\n"
+        "## Windows\n\nUse the installer wizard.\n"
+    ),
+    "notes/cooking.md": "# Soup\n\nBoil the potatoes with leeks. A simple winter soup.\n",
+    "notes/garden.txt": "Tomatoes need sun.\n\nWater the leeks every morning in summer.\n",
+    "ref/glossary.html": "<html><head><title>Glossary</title></head><body><h1>Terms</h1>"
+    "<h2>Stemming</h2><p>Reducing words to their root form.</p></body></html>",
+}
+
+
+def build(root: Path, files: dict[str, str] = DOCS) -> SearchIndex:
+    for rel, text in files.items():
+        path = root / "docs" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    settings = Settings(root=root / "docs", index_dir=root / "idx")
+    index = SearchIndex.open(settings.index_dir, settings.root)
+    sync(settings, index)
+    return index
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> SearchIndex:
+    return build(tmp_path)
+
+
+def test_a_long_natural_language_question_still_ranks_the_right_passage_first(index: SearchIndex) -> None:
+    results = index.search(
+        "how should I install this package on my Debian Linux machine with a virtual environment?"
+    )
+    assert results.results, "an OR query of many words must not come back empty"
+    assert results.results[0].id == "guide/install.md#linux"
+    assert results.results[0].heading == "Install > Linux"
+
+
+def test_each_document_appears_once_with_its_best_passage(index: SearchIndex) -> None:
+    results = index.search("install")
+    paths = [hit.path for hit in results.results]
+    assert paths.count("guide/install.md") == 1
+
+
+def test_all_passages_lists_every_matching_section(index: SearchIndex) -> None:
+    results = index.search("install", all_passages=True)
+    ids = {hit.id for hit in results.results}
+    assert {"guide/install.md#install", "guide/install.md#linux", "guide/install.md#windows"} <= ids
+
+
+def test_stemming_matches_other_forms_of_a_word(index: SearchIndex) -> None:
+    assert [h.path for h in index.search("boiling").results] == ["notes/cooking.md"]
+
+
+def test_snippets_mark_the_matched_words(index: SearchIndex) -> None:
+    hit = index.search("leeks soup").results[0]
+    assert hit.path == "notes/cooking.md"
+    assert "**leeks**" in hit.snippet
+    assert "**soup**" in hit.snippet.lower()
+
+
+def test_phrase_and_boolean_queries_still_work(index: SearchIndex) -> None:
+    assert [h.path for h in index.search('"winter soup"').results] == ["notes/cooking.md"]
+    assert index.search('"soup winter"').results == []
+    assert [h.path for h in index.search("leeks AND tomatoes").results] == ["notes/garden.txt"]
+    assert [h.path for h in index.search("leeks NOT tomatoes").results] == ["notes/cooking.md"]
+
+
+def test_field_queries_search_one_field(index: SearchIndex) -> None:
+    assert [h.path for h in index.search("title:glossary").results] == ["ref/glossary.html"]
+
+
+@pytest.mark.parametrize(
+    "query", ["leeks AND (soup", '"unclosed phrase', "error: leeks", "((((", "AND OR NOT"]
+)
+def test_input_that_does_not_parse_falls_back_instead_of_failing(index: SearchIndex, query: str) -> None:
+    results = index.search(query)
+    assert results.query == query
+    if "leeks" in query:
+        assert "notes/cooking.md" in [h.path for h in results.results]
+
+
+def test_an_empty_or_overlong_query_is_a_query_error(index: SearchIndex) -> None:
+    with pytest.raises(QueryError, match="empty"):
+        index.search("   ")
+    with pytest.raises(QueryError, match="limit"):
+        index.search("x" * 5000)
+
+
+def test_a_typo_finds_approximate_matches_and_says_so(index: SearchIndex) -> None:
+    results = index.search("potatoez")
+    assert results.approximate is True
+    assert [h.path for h in results.results] == ["notes/cooking.md"]
+    assert index.search("potatoes").approximate is False
+
+
+def test_filters_restrict_by_path_format_tags_and_time(index: SearchIndex) -> None:
+    assert {h.path for h in index.search("leeks", path="notes").results} == {
+        "notes/cooking.md",
+        "notes/garden.txt",
+    }
+    assert [h.path for h in index.search("leeks", path="notes/*.txt").results] == ["notes/garden.txt"]
+    assert [h.path for h in index.search("leeks", path="**/*.md").results] == ["notes/cooking.md"]
+    assert [h.path for h in index.search("leeks", formats=["txt"]).results] == ["notes/garden.txt"]
+    assert [h.path for h in index.search("install", tags=["GUIDE"]).results] == ["guide/install.md"]
+    assert index.search("leeks", modified_after=datetime(2100, 1, 1, tzinfo=UTC)).results == []
+
+
+def test_a_path_filter_with_dot_dot_is_a_query_error(index: SearchIndex) -> None:
+    with pytest.raises(QueryError, match="path filter"):
+        index.search("leeks", path="../notes")
+
+
+def test_paging_walks_through_documents_without_repeats(index: SearchIndex) -> None:
+    first = index.search("the OR leeks OR install OR words", limit=2)
+    assert len(first.results) == 2
+    assert first.next_offset == 2
+    second = index.search("the OR leeks OR install OR words", limit=2, offset=2)
+    assert not {h.path for h in first.results} & {h.path for h in second.results}
+
+
+def test_get_returns_a_whole_document_or_one_passage(index: SearchIndex) -> None:
+    doc = index.get("guide/install.md")
+    assert doc.title == "Installing"
+    assert [s.fragment for s in doc.sections] == ["install", "linux", "windows"]
+    assert doc.tags == ["guide", "setup"]
+    passage = index.get("guide/install.md#windows")
+    assert [s.fragment for s in passage.sections] == ["windows"]
+    assert "wizard" in passage.sections[0].text
+
+
+def test_get_of_an_unknown_id_says_to_search(index: SearchIndex) -> None:
+    with pytest.raises(DocumentNotFoundError, match="search"):
+        index.get("nope.md")
+    with pytest.raises(DocumentNotFoundError):
+        index.get("guide/install.md#nope")
+
+
+def test_a_path_containing_a_hash_is_still_one_document(tmp_path: Path) -> None:
+    index = build(tmp_path, {"c#/notes.md": "# Sharp\n\nDelegates and events.\n"})
+    assert index.get("c#/notes.md").title == "Sharp"
+    assert index.search("delegates").results[0].id == "c#/notes.md#sharp"
+
+
+def test_stats_count_documents_and_sections(index: SearchIndex) -> None:
+    stats = index.stats()
+    assert stats.documents == 4
+    assert stats.sections >= 7
+    assert stats.schema_version == SCHEMA_VERSION
+    assert stats.size_bytes > 0
+    assert stats.last_indexed is not None
+
+
+def test_an_index_built_for_another_root_is_refused_with_a_hint_to_rebuild(tmp_path: Path) -> None:
+    index = build(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(IndexMismatchError, match="--rebuild"):
+        SearchIndex.open(index.index_dir, other)
+    rebuilt = SearchIndex.open(index.index_dir, other, rebuild=True)
+    assert rebuilt.stats().documents == 0
+    assert rebuilt.root == other.resolve()
+
+
+def test_opening_without_a_root_needs_an_existing_index(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="kb index"):
+        SearchIndex.open(tmp_path / "none")
+
+
+def test_a_folder_holding_other_files_is_never_taken_over(tmp_path: Path) -> None:
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "idx" / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not empty"):
+        SearchIndex.open(tmp_path / "idx", tmp_path)
+    assert (tmp_path / "idx" / "precious.txt").read_text() == "keep me"
+
+
+def test_the_repository_index_folder_layout_is_accepted(tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    folder.mkdir()
+    (folder / "README.md").write_text("derived data")
+    (folder / ".gitignore").write_text("*\n")
+    SearchIndex.open(folder, tmp_path)
+    assert (folder / "README.md").exists()
+
+
+def test_a_second_writer_waits_then_reports_who_holds_the_lock(index: SearchIndex) -> None:
+    from kb.errors import IndexLockedError
+
+    other = SearchIndex.open(index.index_dir)
+    with index.batch(wait=0), pytest.raises(IndexLockedError) as caught, other.batch(wait=0.2):
+        pass
+    assert f"pid {os.getpid()}" in str(caught.value)
+    with other.batch(wait=0):
+        pass
