@@ -104,6 +104,107 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _parse_http(value: str) -> tuple[str, int]:
+    """'8000' -> ('127.0.0.1', 8000); 'HOST:PORT' and '[v6]:PORT' as written."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(
+            f"{value!r} is not [HOST:]PORT, e.g. 8000 or 127.0.0.1:8000", param_hint="--http"
+        )
+    return host, int(port)
+
+
+@cli.command("serve")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@index_dir_option
+@click.option(
+    "--http",
+    "http",
+    metavar="[HOST:]PORT",
+    default=None,
+    help="Serve streamable HTTP at /mcp on this address instead of stdio (host defaults to 127.0.0.1).",
+)
+@click.option(
+    "--sse", is_flag=True, help="Serve the legacy SSE transport (at /sse) for old clients; implies HTTP."
+)
+@click.option(
+    "--token",
+    envvar="KB_TOKEN",
+    default=None,
+    help="Bearer token every HTTP request must carry; required to bind beyond loopback [env KB_TOKEN].",
+)
+@click.option(
+    "--allow-origin",
+    "allow_origins",
+    multiple=True,
+    envvar="KB_ALLOW_ORIGINS",
+    help="An extra browser Origin allowed on HTTP (repeatable) [env KB_ALLOW_ORIGINS, space-separated].",
+)
+@click.option(
+    "--url-base",
+    envvar="KB_URL_BASE",
+    default=None,
+    help="Web address where the documents are also published; result urls become URL_BASE/path "
+    "[env KB_URL_BASE].",
+)
+@click.option("--no-watch", is_flag=True, help="Do not watch the folder for changes.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(0, 64),
+    envvar="KB_JOBS",
+    default=None,
+    help="Extraction worker processes; 0 = one per core [env KB_JOBS].",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    envvar="KB_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    help="Format of the log lines on stderr [env KB_LOG_FORMAT].",
+)
+@click.pass_context
+def serve_command(
+    ctx: click.Context,
+    root: Path,
+    index_dir: Path | None,
+    http: str | None,
+    sse: bool,
+    token: str | None,
+    allow_origins: tuple[str, ...],
+    url_base: str | None,
+    no_watch: bool,
+    jobs: int | None,
+    log_format: str,
+) -> None:
+    """Serve the documents under ROOT to MCP clients (stdio by default; --http for streamable HTTP).
+
+    The index is opened at once and kept fresh in the background; stdout carries only the protocol.
+    """
+    _setup_logging(ctx.obj["debug"], log_format)
+    from kb import server
+
+    settings = _settings(
+        root=root,
+        index_dir=index_dir,
+        token=token,
+        allow_origins=list(allow_origins) or None,
+        url_base=url_base,
+        watch=not no_watch,
+        jobs=jobs,
+        log_format=log_format,
+    )
+    try:
+        if http is None and not sse:
+            server.run_stdio(settings)
+        else:
+            host, port = _parse_http(http or "8000")
+            server.run_http(settings, host, port, sse=sse)
+    except KbError as exc:
+        _fail(exc)
+
+
 @cli.command("index")
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @index_dir_option
