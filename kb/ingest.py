@@ -101,11 +101,34 @@ def sync(
     Raises:
         IndexLockedError: another process held the index writer for longer than `settings.lock_wait`.
     """
+    return _sync(settings, index, None, rebuild=rebuild, progress=progress)
+
+
+def sync_paths(settings: Settings, index: SearchIndex, paths: Iterable[str]) -> SyncReport:
+    """Bring the index in line for these root-relative paths only: files or folders, present or gone.
+
+    The watcher's step: a folder named here is walked, and every indexed document at or below a
+    named path that no longer qualifies is removed.
+
+    Raises:
+        IndexLockedError: another process held the index writer for longer than `settings.lock_wait`.
+    """
+    return _sync(settings, index, sorted(set(paths)), rebuild=False, progress=None)
+
+
+def _sync(
+    settings: Settings,
+    index: SearchIndex,
+    paths: list[str] | None,
+    *,
+    rebuild: bool,
+    progress: Progress | None,
+) -> SyncReport:
     started = time.monotonic()
     report = SyncReport(root=str(index.root), index_dir=str(index.index_dir))
-    found = walk(index.root, max_file_bytes=settings.max_file_bytes, exclude=index.index_dir)
+    found = walk(index.root, max_file_bytes=settings.max_file_bytes, exclude=index.index_dir, paths=paths)
     report.skipped = [SkippedFile(path=p, reason=r) for p, r in found.skipped]
-    manifest = index.manifest()
+    manifest = index.manifest(under=paths)
     current = {f.path for f in found.files}
     gone = sorted(p for p in manifest if p not in current)
     todo: list[tuple[SourceFile, str | None]] = []
@@ -117,7 +140,8 @@ def sync(
             todo.append((source, None if rebuild or known is None else known.sha256))
     _apply(settings, index, todo, gone, manifest, report, progress)
     report.seconds = round(time.monotonic() - started, 3)
-    logger.info(
+    log = logger.info if paths is None or report.failed else logger.debug
+    log(
         "sync of %s: %d added, %d updated, %d removed, %d unchanged, %d failed, %d skipped in %.2fs",
         index.root,
         report.added,
@@ -147,6 +171,7 @@ def _apply(
         for path in gone:
             batch.delete(path)
             report.removed += 1
+            report.removed_paths.append(path)
         for done, loaded in enumerate(_load_all(todo, _jobs(settings)), start=1):
             _write_one(batch, loaded, manifest.get(loaded.source.path), report)
             if progress is not None:
@@ -169,5 +194,7 @@ def _write_one(batch: IndexBatch, loaded: Loaded, known: ManifestEntry | None, r
         batch.put(loaded.document, _entry(source, loaded.sha256, loaded.document))
         if known is None:
             report.added += 1
+            report.added_paths.append(source.path)
         else:
             report.updated += 1
+            report.updated_paths.append(source.path)

@@ -124,3 +124,7 @@ class SyncReport(BaseModel):
     failed: list[FileProblem] = Field(default_factory=list)
     skipped: list[SkippedFile] = Field(default_factory=list)
     seconds: float = 0.0
+    # Which documents changed, for change notifications; not part of the JSON report.
+    added_paths: list[str] = Field(default_factory=list, exclude=True)
+    updated_paths: list[str] = Field(default_factory=list, exclude=True)
+    removed_paths: list[str] = Field(default_factory=list, exclude=True)

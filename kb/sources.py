@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
@@ -80,67 +81,86 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def walk(root: Path, *, max_file_bytes: int, exclude: Path | None = None) -> WalkResult:
-    """List the documents under `root`, and the files passed over with a reason.
+class _Walker:
+    """The rules of the walk, applied to whole trees or to single paths (for the watcher)."""
+
+    def __init__(self, root: Path, max_file_bytes: int, exclude: Path | None) -> None:
+        self.root = root.resolve()
+        self.rules = IgnoreRules(self.root)
+        self.max_file_bytes = max_file_bytes
+        self.excluded = exclude.resolve() if exclude is not None else None
+        self.result = WalkResult()
+        self._seen_dirs: set[tuple[int, int]] = set()
+
+    def examine(self, rel: str) -> None:
+        """Add `rel` to the result: a document, a skipped file, or (for a folder) everything below."""
+        if any(_is_hidden(part) for part in rel.split("/")):
+            return
+        path = self.root / rel
+        try:
+            is_link = path.is_symlink()
+            st = path.stat()  # follows links
+        except OSError:
+            if path.is_symlink():
+                self.result.skipped.append((rel, "broken symlink or symlink loop"))
+            return
+        if stat.S_ISDIR(st.st_mode):
+            target = path.resolve()
+            if self.excluded is not None and target == self.excluded:
+                return
+            if is_link and not target.is_relative_to(self.root):
+                self.result.skipped.append((rel, "symlink points outside the root"))
+            elif not self.rules.is_ignored(rel, is_dir=True):
+                self._descend(path, rel, st)
+            return
+        fmt = format_for(path.name)
+        if fmt is None or self.rules.is_ignored(rel):
+            return
+        if is_link and not path.resolve().is_relative_to(self.root):
+            self.result.skipped.append((rel, "symlink points outside the root"))
+        elif not stat.S_ISREG(st.st_mode):
+            self.result.skipped.append((rel, "not a regular file"))
+        elif st.st_size > self.max_file_bytes:
+            self.result.skipped.append(
+                (rel, f"larger than the size cap ({st.st_size} > {self.max_file_bytes} bytes)")
+            )
+        else:
+            self.result.files.append(SourceFile(rel, path, st.st_size, st.st_mtime_ns, fmt))
+
+    def examine_root(self) -> None:
+        self._descend(self.root, "", self.root.stat())
+
+    def _descend(self, folder: Path, rel_folder: str, st: os.stat_result) -> None:
+        if (st.st_dev, st.st_ino) in self._seen_dirs:
+            return  # a symlink loop, or a second link to a folder already walked
+        self._seen_dirs.add((st.st_dev, st.st_ino))
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError as exc:
+            self.result.skipped.append((rel_folder or ".", f"cannot read folder: {exc.strerror or exc}"))
+            return
+        for name in names:
+            self.examine(f"{rel_folder}/{name}" if rel_folder else name)
+
+
+def walk(
+    root: Path, *, max_file_bytes: int, exclude: Path | None = None, paths: Iterable[str] | None = None
+) -> WalkResult:
+    """List the documents under `root` (or only at and below `paths`), and the files passed over.
 
     Hidden files and folders, ignored paths and unsupported extensions are passed over quietly;
     oversized files, non-regular files and links that leave the root are reported in `skipped`.
     `exclude` (the index folder, when it sits inside the root) is never entered.
     """
-    root = root.resolve()
-    rules = IgnoreRules(root)
-    result = WalkResult()
-    excluded = exclude.resolve() if exclude is not None else None
-    seen_dirs: set[tuple[int, int]] = set()
-    stack: list[tuple[Path, str]] = [(root, "")]
-    while stack:
-        folder, rel_folder = stack.pop()
-        try:
-            st = folder.stat()
-            if (st.st_dev, st.st_ino) in seen_dirs:
-                continue  # a symlink loop, or a second link to a folder already walked
-            seen_dirs.add((st.st_dev, st.st_ino))
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as exc:
-            result.skipped.append((rel_folder or ".", f"cannot read folder: {exc.strerror or exc}"))
-            continue
-        subfolders: list[tuple[Path, str]] = []
-        for entry in entries:
-            if _is_hidden(entry.name):
-                continue
-            rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
-            try:
-                is_link = entry.is_symlink()
-                st = os.stat(entry.path)  # follows links
-            except OSError:
-                if is_link:
-                    result.skipped.append((rel, "broken symlink or symlink loop"))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                target = Path(entry.path).resolve()
-                if excluded is not None and target == excluded:
-                    continue
-                if is_link and not target.is_relative_to(root):
-                    result.skipped.append((rel, "symlink points outside the root"))
-                    continue
-                if not rules.is_ignored(rel, is_dir=True):
-                    subfolders.append((Path(entry.path), rel))
-                continue
-            fmt = format_for(entry.name)
-            if fmt is None or rules.is_ignored(rel):
-                continue
-            if is_link and not Path(entry.path).resolve().is_relative_to(root):
-                result.skipped.append((rel, "symlink points outside the root"))
-            elif not stat.S_ISREG(st.st_mode):
-                result.skipped.append((rel, "not a regular file"))
-            elif st.st_size > max_file_bytes:
-                result.skipped.append(
-                    (rel, f"larger than the size cap ({st.st_size} > {max_file_bytes} bytes)")
-                )
-            else:
-                result.files.append(SourceFile(rel, Path(entry.path), st.st_size, st.st_mtime_ns, fmt))
-        stack.extend(reversed(subfolders))
-    result.files.sort(key=lambda f: f.path)
+    walker = _Walker(root, max_file_bytes, exclude)
+    if paths is None:
+        walker.examine_root()
+    else:
+        for rel in sorted(set(paths)):
+            walker.examine(rel)
+    result = walker.result
+    # A folder and a file inside it may both be named; list each file once.
+    result.files = sorted({f.path: f for f in result.files}.values(), key=lambda f: f.path)
     return result
 
 

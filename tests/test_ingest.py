@@ -10,7 +10,7 @@ from pypdf import PdfWriter
 
 from kb.config import Settings
 from kb.index import SearchIndex
-from kb.ingest import sync
+from kb.ingest import sync, sync_paths
 from kb.models import SyncReport
 
 
@@ -171,3 +171,43 @@ def test_hostile_files_are_reported_and_the_rest_is_indexed(tmp_path: Path) -> N
     again = corpus.sync()
     assert (again.added, again.updated, again.removed, again.unchanged) == (0, 0, 0, 4)
     assert {p.path for p in again.failed} == set(failed)
+
+
+def test_sync_paths_touches_only_the_named_paths(corpus: Corpus) -> None:
+    corpus.sync()
+    corpus.write("new.md", "# New\n\nCherries.\n")
+    (corpus.root / "a.md").unlink()
+    corpus.write("sub/b.txt", "Bananas are now green and unripe.\n")
+    report = sync_paths(corpus.settings, corpus.index, ["new.md", "a.md"])
+    assert counts(report) == (1, 0, 1, 0)
+    assert (report.added_paths, report.removed_paths) == (["new.md"], ["a.md"])
+    assert corpus.index.search("unripe").results == []  # sub/b.txt was not named
+
+
+def test_sync_paths_of_a_folder_walks_it_and_removes_what_vanished_below_it(corpus: Corpus) -> None:
+    corpus.sync()
+    corpus.write("sub/deeper/c.md", "# C\n\nCoconuts.\n")
+    (corpus.root / "sub" / "b.txt").unlink()
+    report = sync_paths(corpus.settings, corpus.index, ["sub"])
+    assert (report.added_paths, report.removed_paths) == (["sub/deeper/c.md"], ["sub/b.txt"])
+    (corpus.root / "sub" / "deeper" / "c.md").unlink()
+    (corpus.root / "sub" / "deeper").rmdir()
+    (corpus.root / "sub").rmdir()
+    assert sync_paths(corpus.settings, corpus.index, ["sub"]).removed_paths == ["sub/deeper/c.md"]
+    assert corpus.index.document_paths() == ["a.md"]
+
+
+def test_sync_paths_ignores_hidden_and_ignored_paths(corpus: Corpus) -> None:
+    corpus.sync()
+    corpus.write(".kbignore", "private/\n")
+    corpus.write("private/p.md", "# P\n\nSecret plums.\n")
+    corpus.write(".hidden/h.md", "# H\n")
+    report = sync_paths(corpus.settings, corpus.index, ["private/p.md", ".hidden/h.md", "private"])
+    assert counts(report) == (0, 0, 0, 0)
+    assert corpus.index.search("plums").results == []
+
+
+def test_the_json_report_leaves_out_the_changed_path_lists(corpus: Corpus) -> None:
+    report = corpus.sync()
+    assert report.added_paths == ["a.md", "sub/b.txt"]
+    assert "added_paths" not in report.model_dump()

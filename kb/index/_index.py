@@ -22,7 +22,7 @@ from pathlib import Path
 import tantivy
 
 from kb.errors import ConfigError, DocumentNotFoundError, IndexLockedError, IndexMismatchError
-from kb.index._query import QueryPlan, plan_query
+from kb.index._query import QueryPlan, plan_query, prefix_regex
 from kb.models import (
     Document,
     Format,
@@ -43,6 +43,7 @@ HOLDER_FILE = "kb-writer.json"
 KEEP_FILES = frozenset({"README.md", ".gitignore"})
 SNIPPET_CHARS = 240
 MAX_HITS_SCANNED = 5000
+MAX_PREFIX_QUERY = 64
 
 
 def _build_schema() -> tantivy.Schema:
@@ -271,18 +272,35 @@ class SearchIndex:
             [(tantivy.Occur.Must, self._term("kind", "file")), (tantivy.Occur.Must, self._term("path", path))]
         )
 
-    def _all_of_kind(self, kind: str) -> list[tantivy.Document]:
+    def _all_of_kind(self, kind: str, under: list[str] | None = None) -> list[tantivy.Document]:
         searcher = self._searcher()
         total = searcher.num_docs
-        if total == 0:
+        if total == 0 or under == []:
             return []
-        hits = searcher.search(self._term("kind", kind), limit=total, count=False).hits
+        query = self._term("kind", kind)
+        if under is not None:
+            regex = "|".join(f"({prefix_regex(p)})" for p in under)
+            query = tantivy.Query.boolean_query(
+                [
+                    (tantivy.Occur.Must, query),
+                    (tantivy.Occur.Must, tantivy.Query.regex_query(self.schema, "path", regex)),
+                ]
+            )
+        hits = searcher.search(query, limit=total, count=False).hits
         return [searcher.doc(address) for _, address in hits]
 
-    def manifest(self) -> dict[str, ManifestEntry]:
-        """The manifest record of every indexed file, by path."""
+    def manifest(self, under: list[str] | None = None) -> dict[str, ManifestEntry]:
+        """The manifest record of every indexed file, by path; or only those at or below `under`."""
+        if under is not None and len(under) > MAX_PREFIX_QUERY:
+            # One regex of thousands of alternatives compiles slower than reading the whole manifest.
+            prefixes = tuple(p.strip("/") for p in under)
+            return {
+                path: entry
+                for path, entry in self.manifest().items()
+                if path in prefixes or path.startswith(tuple(f"{p}/" for p in prefixes))
+            }
         entries = {}
-        for record in self._all_of_kind("file"):
+        for record in self._all_of_kind("file", under):
             entry = ManifestEntry.model_validate_json(record.get_first("manifest"))
             entries[entry.path] = entry
         return entries

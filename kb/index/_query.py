@@ -127,8 +127,12 @@ def path_regex(path: str) -> str:
                 out.append(_escape_regex(ch))
             i += 1
         return "".join(out)
-    prefix = path.strip("/")
-    return _escape_regex(prefix) + "(/.*)?"
+    return prefix_regex(path)
+
+
+def prefix_regex(path: str) -> str:
+    """A Tantivy regex for the path itself and everything below it, taken literally."""
+    return _escape_regex(path.strip("/")) + "(/.*)?"
 
 
 def plan_query(
