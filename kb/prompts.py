@@ -1,0 +1,194 @@
+"""The MCP prompts (summarize a document, summarize a topic, compare two documents) and completion
+of the arguments that name documents."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Annotated, Any
+
+import anyio.to_thread
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.prompts.base import Message, UserMessage
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INVALID_PARAMS,
+    Completion,
+    CompletionArgument,
+    CompletionContext,
+    EmbeddedResource,
+    PromptReference,
+    ResourceTemplateReference,
+    TextResourceContents,
+)
+from pydantic import Field
+
+from kb.errors import KbError
+from kb.resources import DOC_TEMPLATE, doc_uri, kb_state, read_document_text
+
+if TYPE_CHECKING:
+    from kb.server import KbRuntime, KbState
+
+logger = logging.getLogger(__name__)
+
+MAX_COMPLETIONS = 100
+MAX_EMBEDDED_CHARS = 200_000
+DEFAULT_TOPIC_SOURCES = 8
+MAX_TOPIC_SOURCES = 20
+LENGTHS = {
+    "short": "in three to five sentences",
+    "medium": "in a few short paragraphs",
+    "long": "in detail, section by section",
+}
+DOCUMENT_ARGUMENTS = {"summarize_document": {"path"}, "compare_documents": {"path_a", "path_b"}}
+
+
+def register_prompts(server: MCPServer[Any], runtime: KbRuntime) -> None:
+    """Add the prompts and the completion handler to `server`."""
+
+    @server.prompt(
+        name="summarize_document",
+        title="Summarize a document",
+        description="Summarize one document of the knowledge base, citing its sections or pages.",
+    )
+    async def summarize_document(
+        path: Annotated[str, Field(description="The document's path, e.g. guide/install.md")],
+        ctx: Context,
+        focus: Annotated[str | None, Field(description="What to concentrate on")] = None,
+        length: Annotated[str | None, Field(description="short, medium (default) or long")] = None,
+    ) -> list[Message]:
+        state = kb_state(ctx)
+        how = LENGTHS.get((length or "medium").strip().lower())
+        if how is None:
+            raise MCPError(code=INVALID_PARAMS, message=f"length must be one of {', '.join(LENGTHS)}")
+        ask = f"Summarize the document {path} above {how}."
+        if focus:
+            ask += f" Concentrate on: {focus}."
+        ask += " Cite the sections (by heading) or pages ('p. N') each point comes from."
+        return [UserMessage(await _embed(state, path)), UserMessage(ask)]
+
+    @server.prompt(
+        name="summarize_topic",
+        title="Summarize a topic across documents",
+        description=(
+            "Search the knowledge base for a topic and synthesize what the documents say about it, "
+            "citing each passage by its id."
+        ),
+    )
+    async def summarize_topic(
+        topic: Annotated[str, Field(description="What to look for, as search words")],
+        ctx: Context,
+        max_sources: Annotated[
+            str | None, Field(description="How many passages to read: 1 to 20, default 8")
+        ] = None,
+    ) -> list[Message]:
+        state = kb_state(ctx)
+        limit = _parse_sources(max_sources)
+        try:
+            found = await anyio.to_thread.run_sync(
+                lambda: state.index.search(topic, limit=limit, all_passages=True)
+            )
+            passages = [await anyio.to_thread.run_sync(state.index.get, hit.id) for hit in found.results]
+        except KbError as exc:
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
+        if not passages:
+            return [UserMessage(f"The knowledge base has no passages about {topic!r}. Say so; do not guess.")]
+        messages: list[Message] = []
+        for hit, doc in zip(found.results, passages, strict=True):
+            section = doc.sections[0]
+            where = section.heading or (f"page {section.page}" if section.page else doc.title)
+            text = f"[{hit.id}] {doc.title} - {where}\n\n{section.text}"
+            messages.append(UserMessage(_resource(doc_uri(doc.path, section.fragment), "text/plain", text)))
+        ask = (
+            f"Using only the {len(passages)} passages above, synthesize what the knowledge base says about "
+            f"{topic!r}. Cite each claim with the passage id in brackets, e.g. [{found.results[0].id}]. "
+            "Point out where sources disagree and what they leave open."
+        )
+        if state.syncing:
+            ask += " (kb is still indexing, so some documents may be missing.)"
+        return [*messages, UserMessage(ask)]
+
+    @server.prompt(
+        name="compare_documents",
+        title="Compare two documents",
+        description="Compare two documents of the knowledge base: agreements, differences, gaps.",
+    )
+    async def compare_documents(
+        path_a: Annotated[str, Field(description="The first document's path")],
+        path_b: Annotated[str, Field(description="The second document's path")],
+        ctx: Context,
+        aspect: Annotated[str | None, Field(description="What to compare them on")] = None,
+    ) -> list[Message]:
+        state = kb_state(ctx)
+        ask = f"Compare {path_a} and {path_b} above"
+        ask += f" with regard to {aspect}." if aspect else "."
+        ask += " List where they agree, where they differ or contradict, and what one covers that the other "
+        ask += "does not. Cite sections (by heading) or pages ('p. N') of each."
+        return [
+            UserMessage(await _embed(state, path_a)),
+            UserMessage(await _embed(state, path_b)),
+            UserMessage(ask),
+        ]
+
+    # The completion callback gets no request context from the SDK, so it reaches the index
+    # through the server's runtime.
+    @server.completion()
+    async def complete(
+        ref: PromptReference | ResourceTemplateReference,
+        argument: CompletionArgument,
+        context: CompletionContext | None,
+    ) -> Completion | None:
+        if isinstance(ref, PromptReference):
+            if argument.name not in DOCUMENT_ARGUMENTS.get(ref.name, ()):
+                return None
+        elif not (ref.uri == DOC_TEMPLATE and argument.name == "path"):
+            return None
+        paths = await anyio.to_thread.run_sync(runtime.require_state().index.document_paths)
+        return complete_paths(paths, argument.value)
+
+
+def complete_paths(paths: list[str], typed: str) -> Completion:
+    """Paths starting with `typed` first, then paths containing it (case-insensitively), at most 100."""
+    needle = typed.lower()
+    prefix = [p for p in paths if p.lower().startswith(needle)]
+    inside = [p for p in paths if needle in p.lower() and not p.lower().startswith(needle)]
+    matches = prefix + inside
+    return Completion(
+        values=matches[:MAX_COMPLETIONS], total=len(matches), has_more=len(matches) > MAX_COMPLETIONS
+    )
+
+
+async def _embed(state: KbState, path: str) -> EmbeddedResource:
+    """The document as an embedded resource, cut at a bound a model can take."""
+    try:
+        text, mime_type = await anyio.to_thread.run_sync(read_document_text, state, path)
+    except KbError as exc:
+        raise MCPError(
+            code=INVALID_PARAMS, message=f"{exc} (complete the argument or search for the document first)"
+        ) from exc
+    if len(text) > MAX_EMBEDDED_CHARS:
+        text = (
+            text[:MAX_EMBEDDED_CHARS]
+            + f"\n\n[cut at {MAX_EMBEDDED_CHARS} characters; fetch '{path}' to read on]"
+        )
+    return _resource(doc_uri(path), mime_type, text)
+
+
+def _resource(uri: str, mime_type: str, text: str) -> EmbeddedResource:
+    return EmbeddedResource(
+        type="resource", resource=TextResourceContents(uri=uri, mime_type=mime_type, text=text)
+    )
+
+
+def _parse_sources(value: str | None) -> int:
+    if value is None or not value.strip():
+        return DEFAULT_TOPIC_SOURCES
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_TOPIC_SOURCES:
+        raise MCPError(
+            code=INVALID_PARAMS, message=f"max_sources must be a number from 1 to {MAX_TOPIC_SOURCES}"
+        )
+    return n

@@ -1,0 +1,375 @@
+"""The MCP server: `build_server(settings)` wires tools, resources and prompts; `run_*` serve it.
+
+Shared state (the open index, the background sync) lives in a `KbRuntime` made by `build_server`
+and handed to handlers as the lifespan context. The SDK enters the lifespan once per connection on
+stdio, SSE and in-memory clients, and once per app on streamable HTTP, so the runtime counts its
+users: the first opens the index and starts the sync, the last closes it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+import uvicorn
+from mcp.server import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourcesListChanged, ResourceUpdated
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kb import ingest
+from kb.config import Settings
+from kb.errors import ConfigError, KbError
+from kb.index import SearchIndex
+from kb.models import ManifestEntry, SyncReport
+from kb.prompts import register_prompts
+from kb.resources import doc_uri, register_resources
+from kb.tools import register_tools
+
+logger = logging.getLogger(__name__)
+
+MAX_REQUEST_BODY_BYTES = 1024 * 1024
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+INSTRUCTIONS = """\
+kb serves a folder of documents (notes, manuals, specs, papers) kept by the user.
+To answer from it: call `search` with a few keywords (Tantivy syntax: words, "phrases", AND/OR/NOT,
+field:term; filters for folder, format, tags and date), then `fetch` the ids you need to read the
+full passage or document, and cite the id or url you used. Ids are stable: `path` names a whole
+document, `path#fragment` one passage; they stay valid across restarts while the file exists.
+Long texts come in pages: call `fetch` again with `offset` set to the returned `next_offset`.
+Every document is also a resource `kb://doc/<path>`; `kb://status` reports the index.
+If a search result says indexing is still running, an empty result may not mean the answer is absent."""
+
+
+@dataclass
+class KbState:
+    """What every handler needs: the settings, the open index, and how the background sync went."""
+
+    settings: Settings
+    index: SearchIndex
+    sync_done: anyio.Event = field(default_factory=anyio.Event)
+    last_sync: SyncReport | None = None
+    sync_error: str | None = None
+
+    @property
+    def syncing(self) -> bool:
+        return not self.sync_done.is_set()
+
+    def status(self) -> dict[str, Any]:
+        """The JSON of the `kb://status` resource."""
+        report = self.last_sync
+        return {
+            **self.index.stats().model_dump(mode="json"),
+            "syncing": self.syncing,
+            "sync_error": self.sync_error,
+            "last_sync": None
+            if report is None
+            else {
+                "added": report.added,
+                "updated": report.updated,
+                "removed": report.removed,
+                "unchanged": report.unchanged,
+                "failed": len(report.failed),
+                "skipped": len(report.skipped),
+                "seconds": report.seconds,
+            },
+        }
+
+
+class KbRuntime:
+    """Owns the index and the background sync for one server, shared by all its connections."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.bus = InMemorySubscriptionBus()
+        self._state: KbState | None = None
+        self._users = 0
+        self._lock = anyio.Lock()
+        self._sync_thread: threading.Thread | None = None
+
+    async def wait_synced(self) -> None:
+        """Return once the startup sync has finished (or failed)."""
+        await self.require_state().sync_done.wait()
+
+    def require_state(self) -> KbState:
+        if self._state is None:
+            raise RuntimeError("the kb server is not running")
+        return self._state
+
+    @asynccontextmanager
+    async def lifespan(self, _server: MCPServer[KbState]) -> AsyncIterator[KbState]:
+        async with self._lock:
+            if self._users == 0:
+                await self._start()
+            self._users += 1
+        try:
+            yield self.require_state()
+        finally:
+            with anyio.CancelScope(shield=True):
+                async with self._lock:
+                    self._users -= 1
+                    if self._users == 0:
+                        await self._stop()
+
+    async def _start(self) -> None:
+        settings = self.settings
+        index = await anyio.to_thread.run_sync(SearchIndex.open, settings.index_dir, settings.root)
+        self._state = state = KbState(settings=settings, index=index)
+        # A plain thread, not a task: the connection that started it may end before it does.
+        token = anyio.lowlevel.current_token()
+        self._sync_thread = threading.Thread(
+            target=self._sync_in_thread, args=(state, token), name="kb-sync", daemon=True
+        )
+        self._sync_thread.start()
+
+    async def _stop(self) -> None:
+        thread, self._sync_thread = self._sync_thread, None
+        if thread is not None:
+            # sync() cannot be interrupted; its commits are atomic, so waiting is the clean stop.
+            await anyio.to_thread.run_sync(thread.join)
+        state, self._state = self._state, None
+        if state is not None:
+            state.index.close()
+
+    def _sync_in_thread(self, state: KbState, token: anyio.lowlevel.EventLoopToken) -> None:
+        before = state.index.manifest()
+        report: SyncReport | None = None
+        error: str | None = None
+        try:
+            report = ingest.sync(state.settings, state.index)
+            state.index.reload()
+        except KbError as exc:
+            error = str(exc)
+            logger.warning("background sync failed: %s", exc)
+        except Exception as exc:  # the thread's top: keep the server answering from the last commit
+            error = f"{type(exc).__name__}: {exc}"
+            logger.exception("background sync crashed")
+        after = state.index.manifest()
+        try:
+            anyio.from_thread.run(self._sync_finished, state, report, error, before, after, token=token)
+        except RuntimeError:  # the event loop is gone (process shutting down): nobody to tell
+            logger.debug("sync finished after the event loop closed")
+
+    async def _sync_finished(
+        self,
+        state: KbState,
+        report: SyncReport | None,
+        error: str | None,
+        before: dict[str, ManifestEntry],
+        after: dict[str, ManifestEntry],
+    ) -> None:
+        state.last_sync, state.sync_error = report, error
+        state.sync_done.set()
+        if report is not None:
+            logger.info(
+                "sync done: %d added, %d updated, %d removed, %d unchanged, %d failed in %.2fs",
+                report.added,
+                report.updated,
+                report.removed,
+                report.unchanged,
+                len(report.failed),
+                report.seconds,
+            )
+        await publish_changes(self.bus, before, after)
+
+
+async def publish_changes(
+    bus: InMemorySubscriptionBus, before: dict[str, ManifestEntry], after: dict[str, ManifestEntry]
+) -> None:
+    """Tell `subscriptions/listen` clients what a commit changed: list-changed on adds and removes,
+    updated for every changed or removed document."""
+    if before.keys() != after.keys():
+        await bus.publish(ResourcesListChanged())
+    for path, entry in before.items():
+        now = after.get(path)
+        if now is None or now.sha256 != entry.sha256:
+            await bus.publish(ResourceUpdated(uri=doc_uri(path)))
+
+
+def build_server(settings: Settings, *, runtime: KbRuntime | None = None) -> MCPServer[KbState]:
+    """An MCP server for the documents under `settings.root`, indexed in `settings.index_dir`.
+
+    Nothing is opened until a transport starts the server's lifespan. Pass a `runtime` to reach
+    the server's state from outside (tests, the watcher).
+    """
+    runtime = runtime or KbRuntime(settings)
+    server: MCPServer[KbState] = MCPServer(
+        "kb",
+        title="kb knowledge base",
+        description="Search and read a folder of documents.",
+        instructions=INSTRUCTIONS,
+        version=_version(),
+        lifespan=runtime.lifespan,
+        log_level="WARNING",
+        subscriptions=runtime.bus,
+    )
+    register_tools(server)
+    register_resources(server, runtime)
+    register_prompts(server, runtime)
+    return server
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kb")
+    except PackageNotFoundError:
+        return "0"
+
+
+# ---- transports ------------------------------------------------------------------------------
+
+
+def run_stdio(settings: Settings) -> None:
+    """Serve MCP on stdin/stdout until the client closes it. Logs go to stderr (set up by the CLI)."""
+    anyio.run(build_server(settings).run_stdio_async)
+
+
+def run_http(settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, sse: bool = False) -> None:
+    """Serve streamable HTTP at `/mcp` (or, with `sse`, the legacy SSE transport at `/sse`).
+
+    Raises:
+        ConfigError: binding a non-loopback address without a token, or the address is in use.
+    """
+    check_http_settings(settings, host)
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    with sock:
+        anyio.run(serve_http, settings, sock, sse)
+
+
+def check_http_settings(settings: Settings, host: str) -> None:
+    """Refuse to expose the documents beyond this machine without a token.
+
+    Raises:
+        ConfigError: `host` is not a loopback address and no token is set.
+    """
+    if not _is_loopback(host) and not settings.token:
+        raise ConfigError(
+            f"binding {host} exposes your documents to the network; set a bearer token with "
+            "--token or KB_TOKEN (or bind 127.0.0.1)"
+        )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket; port 0 picks a free one (read it back with `getsockname()`)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_http(settings: Settings, sock: socket.socket, sse: bool = False) -> None:
+    """Serve HTTP on an already listening socket until cancelled (or SIGINT/SIGTERM)."""
+    host, port = sock.getsockname()[:2]
+    app = http_app(build_server(settings), settings, host, port, sse=sse)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", log_level="warning")
+    logger.info(
+        "serving MCP over %s at http://%s:%d%s",
+        "SSE" if sse else "HTTP",
+        host,
+        port,
+        "/sse" if sse else "/mcp",
+    )
+    await uvicorn.Server(config).serve(sockets=[sock])
+
+
+def http_app(
+    server: MCPServer[Any], settings: Settings, host: str, port: int, *, sse: bool = False
+) -> ASGIApp:
+    """The ASGI app: MCP behind Host/Origin checks, a body size bound and, with a token, bearer auth."""
+    security = transport_security(settings, host, port)
+    if sse:
+        app: ASGIApp = server.sse_app(
+            transport_security=security, max_request_body_size=MAX_REQUEST_BODY_BYTES, host=host
+        )
+    else:
+        app = server.streamable_http_app(
+            streamable_http_path="/mcp",
+            transport_security=security,
+            max_request_body_size=MAX_REQUEST_BODY_BYTES,
+            host=host,
+        )
+    if settings.token:
+        app = BearerTokenMiddleware(app, settings.token)
+    return app
+
+
+def transport_security(settings: Settings, host: str, port: int) -> TransportSecuritySettings:
+    """DNS-rebinding protection: the Host must name the bound address, the Origin be it or allowed."""
+    if _is_unspecified(host):
+        # Bound to every interface: any Host may be legitimate, so the token (required) guards it.
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    names = (
+        ["127.0.0.1", "localhost", "[::1]"] if _is_loopback(host) else [f"[{host}]" if ":" in host else host]
+    )
+    hosts = [f"{name}:{port}" for name in names]
+    origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts] + list(settings.allow_origins)
+    return TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+class BearerTokenMiddleware:
+    """Require `Authorization: Bearer <token>` on every HTTP request (constant-time compare)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan events carry no headers
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(given, self._expected):
+            await self.app(scope, receive, send)
+            return
+        body = b'{"error": "unauthorized", "error_description": "send Authorization: Bearer <token>"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer realm="kb"'),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,272 @@
+"""The MCP tools: `search` and `fetch`, in the shape chat-product connectors expect.
+
+Both are read-only. A problem the model can fix (a bad id, filter or cursor) is a tool error whose
+message says what to do; the structured result and the one text block carry the same JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from kb.errors import KbError
+from kb.index import MAX_QUERY_CHARS
+from kb.models import Format, SearchResults
+from kb.resources import doc_url, iso_mtime, kb_state, render_sections
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+logger = logging.getLogger(__name__)
+
+MAX_LIMIT = 50
+MAX_FETCH_CHARS = 100_000
+DEFAULT_FETCH_CHARS = 20_000
+INDEXING_NOTICE = (
+    "kb is still indexing the folder: results may be incomplete. "
+    "Do not conclude that something is absent; search again in a moment."
+)
+READ_ONLY = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+
+
+class SearchResult(BaseModel):
+    id: str = Field(description="Pass to fetch: 'path' for a document, 'path#fragment' for a passage")
+    title: str = Field(description="The document's title")
+    url: str = Field(description="Where the passage lives: its kb:// resource URI or its web address")
+    path: str = Field(description="The file's path relative to the knowledge base root")
+    snippet: str = Field(description="The best-matching text, matched words in **bold**")
+    score: float = Field(description="Relevance; higher is better, comparable within one search only")
+    heading: str | None = Field(
+        default=None, description="Heading trail of the passage, e.g. 'Install > Linux'"
+    )
+    page: int | None = Field(default=None, description="PDF page number of the passage")
+
+
+class SearchOutput(BaseModel):
+    results: list[SearchResult]
+    next_cursor: str | None = Field(default=None, description="Pass as cursor to get the next page")
+    indexing: bool | None = Field(default=None, description="True while kb is still indexing the folder")
+    notice: str | None = Field(default=None, description="Something the reader of the results must know")
+
+
+class FetchOutput(BaseModel):
+    id: str
+    title: str
+    text: str = Field(description="The text from offset on, at most max_chars characters")
+    url: str
+    metadata: dict[str, Any] = Field(description="path, format, tags, size, modified, and heading/page/lines")
+    next_offset: int | None = Field(description="Pass as offset to read on; null when the text is complete")
+    total_chars: int = Field(description="Length of the whole text")
+
+
+def register_tools(server: MCPServer[Any]) -> None:
+    """Add `search` and `fetch` to `server`."""
+
+    @server.tool(
+        name="search",
+        title="Search the knowledge base",
+        description=(
+            "Search the user's documents (Markdown, text, PDF, HTML) and get the best-matching passages, "
+            "one per document, ranked. Use it first, with a few distinctive keywords; then call fetch "
+            'with a result\'s id to read it. Query syntax: words, "exact phrases", AND/OR/NOT, '
+            "title:word. Narrow with path (folder prefix like 'guides/' or a glob like '*.md'), formats, "
+            "tags, modified_after (ISO date). When next_cursor is returned, pass it as cursor with the "
+            "same query and filters for more results."
+        ),
+        annotations=READ_ONLY,
+    )
+    async def search(
+        query: Annotated[
+            str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for")
+        ],
+        ctx: Context,
+        limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Results per page")] = 10,
+        path: Annotated[
+            str | None, Field(max_length=1024, description="Folder prefix ('notes/') or glob ('**/*.pdf')")
+        ] = None,
+        formats: Annotated[list[Format] | None, Field(max_length=4, description="Only these formats")] = None,
+        tags: Annotated[
+            list[Annotated[str, Field(max_length=200)]] | None,
+            Field(max_length=20, description="Only documents with all these front matter tags"),
+        ] = None,
+        modified_after: Annotated[
+            str | None, Field(max_length=40, description="Only files changed after this ISO date or datetime")
+        ] = None,
+        cursor: Annotated[
+            str | None, Field(max_length=500, description="next_cursor of a previous search")
+        ] = None,
+    ) -> Annotated[CallToolResult, SearchOutput]:
+        state = kb_state(ctx)
+        fingerprint = _fingerprint(query, path, formats, tags, modified_after)
+        offset = _decode_cursor(cursor, fingerprint) if cursor else 0
+        with _as_tool_error():
+            found: SearchResults = state.index.search(
+                query,
+                limit=limit,
+                offset=offset,
+                path=_check_path_filter(path),
+                formats=formats,
+                tags=tags,
+                modified_after=_parse_when(modified_after),
+            )
+        url_base = state.settings.url_base
+        output = SearchOutput(
+            results=[
+                SearchResult(
+                    id=hit.id,
+                    title=hit.title,
+                    url=doc_url(url_base, hit.id),
+                    path=hit.path,
+                    snippet=hit.snippet,
+                    score=round(hit.score, 4),
+                    heading=hit.heading,
+                    page=hit.page,
+                )
+                for hit in found.results
+            ],
+            next_cursor=_encode_cursor(found.next_offset, fingerprint)
+            if found.next_offset is not None
+            else None,
+        )
+        if state.syncing:
+            output.indexing = True
+            output.notice = INDEXING_NOTICE
+        return _result(output)
+
+    @server.tool(
+        name="fetch",
+        title="Read a document or passage",
+        description=(
+            "Read the text of a document or one passage by the id that search returned ('path' for the "
+            "whole document, 'path#fragment' for one passage). Long texts come in pages of max_chars: "
+            "when next_offset is not null, call fetch again with offset=next_offset. Markdown headings "
+            "appear as '#' lines, PDF pages are marked '--- page N ---'."
+        ),
+        annotations=READ_ONLY,
+    )
+    async def fetch(
+        id: Annotated[str, Field(min_length=1, max_length=4096, description="An id from search results")],
+        ctx: Context,
+        offset: Annotated[int, Field(ge=0, description="Character offset to start from")] = 0,
+        max_chars: Annotated[
+            int, Field(ge=1, le=MAX_FETCH_CHARS, description="Most characters to return")
+        ] = DEFAULT_FETCH_CHARS,
+    ) -> Annotated[CallToolResult, FetchOutput]:
+        state = kb_state(ctx)
+        with _as_tool_error():
+            doc = state.index.get(id)
+        text = render_sections(doc)
+        total = len(text)
+        if offset > total or (offset == total and total > 0):
+            raise ToolError(f"offset {offset} is past the end of {id!r} ({total} characters); start from 0")
+        chunk = text[offset : offset + max_chars]
+        end = offset + len(chunk)
+        metadata: dict[str, Any] = {
+            "path": doc.path,
+            "format": doc.format,
+            "tags": doc.tags,
+            "size": doc.size,
+            "modified": iso_mtime(doc.mtime_ns),
+        }
+        if "#" in id and len(doc.sections) == 1:
+            section = doc.sections[0]
+            passage = {
+                "fragment": section.fragment,
+                "heading": section.heading,
+                "page": section.page,
+                "line_start": section.line_start,
+                "line_end": section.line_end,
+            }
+            metadata.update({k: v for k, v in passage.items() if v is not None})
+        else:
+            metadata["sections"] = len(doc.sections)
+        output = FetchOutput(
+            id=id,
+            title=doc.title,
+            text=chunk,
+            url=doc_url(state.settings.url_base, id),
+            metadata=metadata,
+            next_offset=end if end < total else None,
+            total_chars=total,
+        )
+        return _result(output, keep_none={"next_offset"})
+
+
+def _result(output: BaseModel, keep_none: set[str] = frozenset()) -> CallToolResult:  # type: ignore[assignment]
+    """The structured result and, as the one text block, the same JSON."""
+    data = {k: v for k, v in output.model_dump(mode="json").items() if v is not None or k in keep_none}
+    if "results" in data:  # drop absent optional fields of each hit, e.g. page for Markdown
+        data["results"] = [{k: v for k, v in hit.items() if v is not None} for hit in data["results"]]
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
+@contextmanager
+def _as_tool_error() -> Iterator[None]:
+    """A KbError in a tool is something the model can act on: its message becomes the tool error."""
+    try:
+        yield
+    except KbError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def _fingerprint(query: str, path: str | None, formats: Any, tags: Any, modified_after: str | None) -> str:
+    key = json.dumps([query, path, formats, tags, modified_after], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _encode_cursor(offset: int, fingerprint: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset, "f": fingerprint}).encode()).decode()
+
+
+def _decode_cursor(cursor: str, fingerprint: str) -> int:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        offset, belongs = data["o"], data["f"] == fingerprint
+    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+        raise ToolError("cursor is not valid; repeat the search without cursor") from exc
+    if not belongs:
+        raise ToolError("cursor belongs to a different query or filters; repeat the search without cursor")
+    if not isinstance(offset, int) or offset < 0:
+        raise ToolError("cursor is not valid; repeat the search without cursor")
+    return offset
+
+
+def _parse_when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise ToolError(
+            f"modified_after {value!r} is not an ISO date; use e.g. 2024-05-01 or 2024-05-01T12:00:00Z"
+        ) from exc
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _check_path_filter(path: str | None) -> str | None:
+    """Refuse a path filter that points outside the root; folders and globs are otherwise the index's."""
+    if path is None or not path.strip():
+        return None
+    if path.startswith("/") or "\\" in path or any(ord(c) < 32 for c in path):
+        raise ToolError(
+            f"path filter {path!r} must be relative to the knowledge base root, with '/' separators"
+        )
+    if ".." in path.split("/"):
+        raise ToolError(f"path filter {path!r} may not contain '..'")
+    return path
