@@ -32,10 +32,11 @@ from kb import ingest
 from kb.config import Settings
 from kb.errors import ConfigError, KbError
 from kb.index import SearchIndex
-from kb.models import ManifestEntry, SyncReport
+from kb.models import SyncReport
 from kb.prompts import register_prompts
 from kb.resources import doc_uri, register_resources
 from kb.tools import register_tools
+from kb.watcher import Watcher
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class KbState:
     sync_done: anyio.Event = field(default_factory=anyio.Event)
     last_sync: SyncReport | None = None
     sync_error: str | None = None
+    watcher: Watcher | None = None
 
     @property
     def syncing(self) -> bool:
@@ -74,6 +76,10 @@ class KbState:
             **self.index.stats().model_dump(mode="json"),
             "syncing": self.syncing,
             "sync_error": self.sync_error,
+            "watcher": self.watcher.state if self.watcher is not None else "off",
+            "last_commit": self.watcher.last_commit.isoformat()
+            if self.watcher is not None and self.watcher.last_commit
+            else None,
             "last_sync": None
             if report is None
             else {
@@ -135,6 +141,9 @@ class KbRuntime:
         self._sync_thread.start()
 
     async def _stop(self) -> None:
+        state = self._state
+        if state is not None and state.watcher is not None:
+            await anyio.to_thread.run_sync(state.watcher.stop)
         thread, self._sync_thread = self._sync_thread, None
         if thread is not None:
             # sync() cannot be interrupted; its commits are atomic, so waiting is the clean stop.
@@ -144,7 +153,6 @@ class KbRuntime:
             state.index.close()
 
     def _sync_in_thread(self, state: KbState, token: anyio.lowlevel.EventLoopToken) -> None:
-        before = state.index.manifest()
         report: SyncReport | None = None
         error: str | None = None
         try:
@@ -156,19 +164,35 @@ class KbRuntime:
         except Exception as exc:  # the thread's top: keep the server answering from the last commit
             error = f"{type(exc).__name__}: {exc}"
             logger.exception("background sync crashed")
-        after = state.index.manifest()
         try:
-            anyio.from_thread.run(self._sync_finished, state, report, error, before, after, token=token)
+            anyio.from_thread.run(self._sync_finished, state, report, error, token=token)
         except RuntimeError:  # the event loop is gone (process shutting down): nobody to tell
             logger.debug("sync finished after the event loop closed")
+            return
+        if state.settings.watch:
+            self._start_watcher(state, token)
+
+    def _start_watcher(self, state: KbState, token: anyio.lowlevel.EventLoopToken) -> None:
+        def committed(report: SyncReport) -> None:
+            try:
+                anyio.from_thread.run(publish_changes, self.bus, report, token=token)
+            except RuntimeError:
+                logger.debug("changes committed after the event loop closed")
+
+        watcher = Watcher(state.settings, state.index, on_commit=committed)
+        try:
+            watcher.start()
+        except OSError as exc:  # e.g. inotify limits: serve anyway, the index just won't follow edits
+            logger.error("cannot watch %s (%s); serving without live updates", state.settings.root, exc)
+            return
+        state.watcher = watcher
+        logger.info("watching %s for changes", state.settings.root)
 
     async def _sync_finished(
         self,
         state: KbState,
         report: SyncReport | None,
         error: str | None,
-        before: dict[str, ManifestEntry],
-        after: dict[str, ManifestEntry],
     ) -> None:
         state.last_sync, state.sync_error = report, error
         state.sync_done.set()
@@ -182,20 +206,17 @@ class KbRuntime:
                 len(report.failed),
                 report.seconds,
             )
-        await publish_changes(self.bus, before, after)
+        if report is not None:
+            await publish_changes(self.bus, report)
 
 
-async def publish_changes(
-    bus: InMemorySubscriptionBus, before: dict[str, ManifestEntry], after: dict[str, ManifestEntry]
-) -> None:
+async def publish_changes(bus: InMemorySubscriptionBus, report: SyncReport) -> None:
     """Tell `subscriptions/listen` clients what a commit changed: list-changed on adds and removes,
     updated for every changed or removed document."""
-    if before.keys() != after.keys():
+    if report.added_paths or report.removed_paths:
         await bus.publish(ResourcesListChanged())
-    for path, entry in before.items():
-        now = after.get(path)
-        if now is None or now.sha256 != entry.sha256:
-            await bus.publish(ResourceUpdated(uri=doc_uri(path)))
+    for path in [*report.updated_paths, *report.removed_paths]:
+        await bus.publish(ResourceUpdated(uri=doc_uri(path)))
 
 
 def build_server(settings: Settings, *, runtime: KbRuntime | None = None) -> MCPServer[KbState]:
