@@ -359,16 +359,27 @@ def status_command(ctx: click.Context, index_dir: Path | None, as_json: bool) ->
     """Show what the index holds: root, documents, sections, size, last indexed."""
     _setup_logging(ctx.obj["debug"])
     from kb.index import SearchIndex
+    from kb.watcher import live_status
 
     settings = _settings(index_dir=index_dir)
     try:
-        stats = SearchIndex.open(settings.index_dir).stats()
+        index = SearchIndex.open(settings.index_dir)
+        stats = index.stats()
     except KbError as exc:
         _fail(exc)
+    server = live_status(index.index_dir)
+    data = {
+        **stats.model_dump(mode="json"),
+        "server": None if server is None else {"pid": server.get("pid")},
+        "watcher": None if server is None else server.get("watcher"),
+        "last_commit": None if server is None else server.get("last_commit"),
+    }
     if as_json:
-        _emit_json(stats.model_dump(mode="json"))
+        _emit_json(data)
         return
-    for key, value in stats.model_dump().items():
+    for key, value in data.items():
+        if key == "server":
+            value = f"running (pid {value['pid']})" if value else "not running"
         click.echo(f"{key:>15}: {value if value is not None else '-'}")
 
 

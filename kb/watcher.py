@@ -10,7 +10,10 @@ batch commits, so a scheduled `kb index` can take its turn in between.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +37,8 @@ DEBOUNCE_SECONDS = 0.15  # quiet time that closes a batch
 MAX_BATCH_DELAY = 1.0  # a steady stream of events still commits this often
 MAX_PENDING_PATHS = 20_000  # beyond this, forget the paths and rescan (bounded memory)
 RETRY_SECONDS = 2.0  # after a failed batch (e.g. the writer lock is busy)
+
+STATUS_FILE = "kb-server.json"  # in the index folder, for `kb status` in another process
 
 WatcherState = Literal["starting", "watching", "rescanning", "failed", "stopped"]
 OnCommit = Callable[[SyncReport], None]
@@ -81,6 +86,7 @@ class Watcher:
         self._start_observer()
         self._thread = threading.Thread(target=self._run, name="kb-watcher", daemon=True)
         self._thread.start()
+        self._write_status()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop observing; a batch in progress finishes first."""
@@ -93,6 +99,8 @@ class Watcher:
         if self._thread is not None:
             self._thread.join(timeout)
         self.state = "stopped"
+        with contextlib.suppress(OSError):
+            (self._index_dir / STATUS_FILE).unlink()
 
     def _start_observer(self) -> None:
         observer = Observer()
@@ -197,6 +205,7 @@ class Watcher:
         self.batches += 1
         if report.added_paths or report.updated_paths or report.removed_paths:
             self.last_commit = datetime.now(UTC)
+            self._write_status()
             if self._on_commit is not None:
                 try:
                     self._on_commit(report)
@@ -210,6 +219,19 @@ class Watcher:
             # Come back after a pause rather than spinning on a busy lock.
             self._first_event = self._last_event = time.monotonic() + RETRY_SECONDS
 
+    def _write_status(self) -> None:
+        status = {
+            "pid": os.getpid(),
+            "watcher": self.state,
+            "last_commit": self.last_commit.isoformat() if self.last_commit else None,
+        }
+        try:
+            tmp = self._index_dir / f"{STATUS_FILE}.tmp"
+            tmp.write_text(json.dumps(status))
+            tmp.replace(self._index_dir / STATUS_FILE)
+        except OSError as exc:
+            logger.debug("cannot record the watcher's status: %s", exc)
+
     def _restart_observer(self) -> None:
         try:
             if self._observer is not None:
@@ -218,3 +240,14 @@ class Watcher:
         except OSError as exc:
             logger.error("cannot restart the file watcher (%s); relying on periodic rescans", exc)
             self.state = "failed"
+        self._write_status()
+
+
+def live_status(index_dir: Path) -> dict[str, object] | None:
+    """What a running `kb serve` on this index folder last recorded (watcher state, last commit), if alive."""
+    try:
+        status = json.loads((index_dir / STATUS_FILE).read_text())
+        os.kill(int(status["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no server, or it died without cleaning up
+    return status if isinstance(status, dict) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -159,3 +160,26 @@ def test_a_concurrent_kb_index_run_succeeds_beside_the_watcher(live: Live) -> No
     assert run.returncode == 0, run.stderr
     live.wait_until(lambda: len(live.paths()) == 51, "every file from both writers")
     assert len(live.found("watched")) == 10
+
+
+def kb_status(index_dir: Path) -> dict[str, object]:
+    run = subprocess.run(
+        [sys.executable, "-m", "kb", "status", "--index-dir", str(index_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_kb_status_shows_the_running_watcher_and_its_last_commit(live: Live) -> None:
+    (live.root / "fresh.md").write_text("# Fresh\n\nJust saved.\n")
+    live.wait_until(lambda: "fresh.md" in live.paths(), "fresh.md")
+    status = kb_status(live.settings.index_dir)
+    assert status["server"] == {"pid": os.getpid()}
+    assert status["watcher"] == "watching"
+    assert status["last_commit"] is not None
+    live.watcher.stop()
+    stopped = kb_status(live.settings.index_dir)
+    assert (stopped["server"], stopped["watcher"]) == (None, None)
