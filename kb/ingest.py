@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from kb.config import Settings
 from kb.errors import ExtractionError
+from kb.extract_pool import ExtractionPool
 from kb.extractors import extract
 from kb.index import IndexBatch, SearchIndex
 from kb.models import Document, FileProblem, ManifestEntry, SkippedFile, SyncReport
@@ -62,17 +61,33 @@ def _load(source: SourceFile, known_sha: str | None) -> Loaded:
         return Loaded(source, sha, error=f"unexpected {type(exc).__name__}: {exc}")
 
 
-def _load_all(todo: list[tuple[SourceFile, str | None]], jobs: int) -> Iterator[Loaded]:
+def _timed_out(source: SourceFile, _known: str | None, *, seconds: float) -> Loaded:
+    return Loaded(source, error=f"extraction took longer than {seconds:g}s and was stopped")
+
+
+def _crashed(source: SourceFile, _known: str | None) -> Loaded:
+    return Loaded(source, error="extraction crashed its worker process")
+
+
+def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings) -> Iterator[Loaded]:
+    """Load every file of `todo`, in order: in worker processes when it pays or when a PDF needs a
+    time budget (pypdf can spin on hostile files), else inline."""
+    jobs = settings.jobs or os.cpu_count() or 1
     total_bytes = sum(s.size for s, _ in todo)
-    if jobs <= 1 or len(todo) < PARALLEL_MIN_FILES or total_bytes < PARALLEL_MIN_BYTES:
+    small = len(todo) < PARALLEL_MIN_FILES or total_bytes < PARALLEL_MIN_BYTES
+    if small and not any(s.format == "pdf" for s, _ in todo):
         for source, known in todo:
             yield _load(source, known)
         return
-    # forkserver: the parent may be running Tantivy's threads, which fork would copy mid-flight.
-    context = multiprocessing.get_context("forkserver")
-    chunk = max(1, min(64, len(todo) // (jobs * 8)))
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        yield from pool.map(_load, [s for s, _ in todo], [k for _, k in todo], chunksize=chunk)
+    timeout = settings.extract_timeout
+    with ExtractionPool(
+        _load,
+        jobs=1 if small else jobs,
+        timeout=timeout,
+        on_timeout=lambda task: _timed_out(*task, seconds=timeout),
+        on_crash=lambda task: _crashed(*task),
+    ) as pool:
+        yield from pool.map(todo)
 
 
 def _entry(source: SourceFile, sha: str, document: Document) -> ManifestEntry:
@@ -85,10 +100,6 @@ def _entry(source: SourceFile, sha: str, document: Document) -> ManifestEntry:
         title=document.title,
         tags=sorted({t.lower() for t in document.tags}),
     )
-
-
-def _jobs(settings: Settings) -> int:
-    return settings.jobs or os.cpu_count() or 1
 
 
 def sync(
@@ -172,7 +183,7 @@ def _apply(
             batch.delete(path)
             report.removed += 1
             report.removed_paths.append(path)
-        for done, loaded in enumerate(_load_all(todo, _jobs(settings)), start=1):
+        for done, loaded in enumerate(_load_all(todo, settings), start=1):
             _write_one(batch, loaded, manifest.get(loaded.source.path), report)
             if progress is not None:
                 progress(done, len(todo))
