@@ -189,12 +189,12 @@ class SearchIndex:
         if meta is None:
             _ensure_empty_or_absent(index_dir)
             index_dir.mkdir(parents=True, exist_ok=True)
-            index = tantivy.Index(_build_schema(), path=str(index_dir))
+            # The sidecar goes first: a crash before Tantivy's files exist leaves a folder that the
+            # next open recognizes as ours and finishes creating.
             tmp = sidecar.with_suffix(".tmp")
             tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "root": str(root)}))
             tmp.replace(sidecar)
-        else:
-            index = tantivy.Index.open(str(index_dir))
+        index = tantivy.Index(_build_schema(), path=str(index_dir), reuse=True)
         return cls(index, index_dir, root)
 
     def close(self) -> None:
