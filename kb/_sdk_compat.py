@@ -9,18 +9,25 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mcp.server import MCPServer, ServerRequestContext
+from mcp.server import MCPServer, NotificationOptions, ServerRequestContext
+from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
+from mcp.server.models import InitializationOptions
 from mcp_types import (
+    EmptyResult,
     ListResourcesResult,
     PaginatedRequestParams,
     ReadResourceRequestParams,
     ReadResourceResult,
+    SubscribeRequestParams,
+    UnsubscribeRequestParams,
 )
 
 ListResourcesHandler = Callable[
     [ServerRequestContext[Any], PaginatedRequestParams], Awaitable[ListResourcesResult]
 ]
+SubscribeHandler = Callable[[ServerRequestContext[Any], SubscribeRequestParams], Awaitable[EmptyResult]]
+UnsubscribeHandler = Callable[[ServerRequestContext[Any], UnsubscribeRequestParams], Awaitable[EmptyResult]]
 
 
 def _lowlevel(server: MCPServer[Any]) -> Server[Any]:
@@ -63,3 +70,60 @@ def set_mime_type_per_uri(server: MCPServer[Any], mime_type_for: Callable[[str],
         return result
 
     lowlevel.add_request_handler("resources/read", ReadResourceRequestParams, read_with_mime_type)
+
+
+def serve_resource_subscriptions(
+    server: MCPServer[Any], subscribe: SubscribeHandler, unsubscribe: UnsubscribeHandler
+) -> None:
+    """Serve the 2025-era `resources/subscribe` and `resources/unsubscribe` requests.
+
+    Registering them is also what makes the SDK declare `resources.subscribe` in the 2025-era
+    `initialize` result (it checks for a `resources/subscribe` handler).
+
+    Missing public API: `MCPServer` has no subscribe hook at all; it leaves 2025-era clients to
+    `subscriptions/listen`, which they cannot send. The low-level `Server` takes them as
+    `on_subscribe_resource=` / `on_unsubscribe_resource=`, but `MCPServer` builds that server itself.
+    """
+    lowlevel = _lowlevel(server)
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+
+def declare_resource_list_changed(server: MCPServer[Any]) -> None:
+    """Declare `resources.listChanged` in the 2025-era `initialize` result.
+
+    Tools and prompts keep `listChanged: false`: kb's never change. (The 2026-07-28 era's
+    `server/discover` derives every flag from `subscriptions/listen` being served; untouched.)
+
+    Missing public API: the 2025-era flags come only from the `NotificationOptions` passed to the
+    low-level `create_initialization_options()`, and every transport (stdio, SSE, streamable HTTP,
+    the in-memory client) calls it with none, so they are always false (the SDK's own
+    "TODO(L53): Rethink capabilities API"). Every caller looks the method up on the instance,
+    so an instance attribute that supplies the options as a default reaches them all.
+    """
+    lowlevel = _lowlevel(server)
+    create = lowlevel.create_initialization_options
+
+    def create_initialization_options(
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        options = notification_options or NotificationOptions(resources_changed=True)
+        return create(options, experimental_capabilities, extensions)
+
+    lowlevel.create_initialization_options = create_initialization_options  # type: ignore[method-assign]
+
+
+def connection_of(ctx: ServerRequestContext[Any]) -> Connection:
+    """The connection (for the 2025 era: the session) a request or notification arrived on.
+
+    kb keeps it past the request to send `notifications/resources/*` on the session's standalone
+    stream, uses it as the session's identity (a new `ServerSession` proxy is built per request),
+    and learns when the session ends from its `exit_stack`.
+
+    Missing public API: the low-level request context carries only the per-request
+    `ServerSession` proxy, which wraps the `Connection` privately; the SDK's `Context.connection`
+    would give it but "is not currently constructed by ServerRunner" (mcp.server.context).
+    """
+    return ctx.session._connection

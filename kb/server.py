@@ -24,7 +24,12 @@ import anyio.lowlevel
 import anyio.to_thread
 import uvicorn
 from mcp.server import MCPServer
-from mcp.server.subscriptions import InMemorySubscriptionBus, ResourcesListChanged, ResourceUpdated
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ResourcesListChanged,
+    ResourceUpdated,
+    SubscriptionBus,
+)
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,6 +38,7 @@ from kb.config import Settings
 from kb.errors import ConfigError, KbError
 from kb.index import SearchIndex
 from kb.models import SyncReport
+from kb.notifications import SessionNotifier
 from kb.prompts import register_prompts
 from kb.resources import doc_uri, register_resources
 from kb.tools import register_tools
@@ -99,7 +105,8 @@ class KbRuntime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.bus = InMemorySubscriptionBus()
+        self.bus = InMemorySubscriptionBus()  # 2026-07-28: subscriptions/listen streams
+        self.sessions = SessionNotifier()  # 2025-11-25: sessions and their resources/subscribe
         self._state: KbState | None = None
         self._users = 0
         self._lock = anyio.Lock()
@@ -175,7 +182,7 @@ class KbRuntime:
     def _start_watcher(self, state: KbState, token: anyio.lowlevel.EventLoopToken) -> None:
         def committed(report: SyncReport) -> None:
             try:
-                anyio.from_thread.run(publish_changes, self.bus, report, token=token)
+                anyio.from_thread.run(publish_changes, self.bus, report, self.sessions, token=token)
             except RuntimeError:
                 logger.debug("changes committed after the event loop closed")
 
@@ -207,16 +214,23 @@ class KbRuntime:
                 report.seconds,
             )
         if report is not None:
-            await publish_changes(self.bus, report)
+            await publish_changes(self.bus, report, self.sessions)
 
 
-async def publish_changes(bus: InMemorySubscriptionBus, report: SyncReport) -> None:
-    """Tell `subscriptions/listen` clients what a commit changed: list-changed on adds and removes,
-    updated for every changed or removed document."""
-    if report.added_paths or report.removed_paths:
+async def publish_changes(
+    bus: SubscriptionBus, report: SyncReport, sessions: SessionNotifier | None = None
+) -> None:
+    """Tell clients what a commit changed: list-changed on adds and removes (a rename is both),
+    updated for every changed or removed document. `subscriptions/listen` clients hear it through
+    `bus`, 2025-era sessions through `sessions`."""
+    list_changed = bool(report.added_paths or report.removed_paths)
+    updated = [doc_uri(path) for path in [*report.updated_paths, *report.removed_paths]]
+    if list_changed:
         await bus.publish(ResourcesListChanged())
-    for path in [*report.updated_paths, *report.removed_paths]:
-        await bus.publish(ResourceUpdated(uri=doc_uri(path)))
+    for uri in updated:
+        await bus.publish(ResourceUpdated(uri=uri))
+    if sessions is not None:
+        await sessions.publish(list_changed=list_changed, updated=updated)
 
 
 def build_server(settings: Settings, *, runtime: KbRuntime | None = None) -> MCPServer[KbState]:
@@ -238,6 +252,7 @@ def build_server(settings: Settings, *, runtime: KbRuntime | None = None) -> MCP
     )
     register_tools(server)
     register_resources(server, runtime)
+    runtime.sessions.install(server)
     register_prompts(server, runtime)
     return server
 

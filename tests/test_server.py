@@ -35,13 +35,6 @@ async def test_server_tells_the_model_to_search_then_fetch(settings, mode):
         assert "search" in client.instructions and "fetch" in client.instructions
 
 
-async def test_legacy_era_declares_no_subscriptions_it_cannot_serve(settings):
-    async with connected(settings, "legacy") as client:
-        caps = client.server_capabilities
-    assert caps.resources is not None and not caps.resources.subscribe and not caps.resources.list_changed
-    assert caps.completions is not None
-
-
 async def test_modern_listeners_hear_list_changed_when_the_startup_sync_adds_documents(tmp_path):
     settings = make_settings(tmp_path)  # not indexed beforehand: the server's own sync adds everything
     async with (
