@@ -26,17 +26,12 @@ EXIT_USAGE = 2
 EXIT_LOCKED = 3
 
 
-class KbClickError(click.ClickException):
-    """A KbError on its way out, with the exit code its kind deserves."""
+class _UsageProblem(click.ClickException):
+    exit_code = EXIT_USAGE
 
-    def __init__(self, error: KbError) -> None:
-        super().__init__(str(error))
-        if isinstance(error, ConfigError):
-            self.exit_code = EXIT_USAGE
-        elif isinstance(error, IndexLockedError):
-            self.exit_code = EXIT_LOCKED
-        else:
-            self.exit_code = 1
+
+class _LockedProblem(click.ClickException):
+    exit_code = EXIT_LOCKED
 
 
 def _setup_logging(debug: bool, log_format: str = "text") -> None:
@@ -76,7 +71,12 @@ def _settings(**values: Any) -> Settings:
 
 
 def _fail(error: KbError) -> NoReturn:
-    raise KbClickError(error)
+    """Leave with the error's one-line message and the exit code its kind deserves."""
+    if isinstance(error, ConfigError):
+        raise _UsageProblem(str(error)) from error
+    if isinstance(error, IndexLockedError):
+        raise _LockedProblem(str(error)) from error
+    raise click.ClickException(str(error)) from error
 
 
 def _emit_json(data: Any) -> None:

@@ -16,15 +16,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 logger = logging.getLogger(__name__)
 
 _READY = "ready"
 STARTUP_TIMEOUT = 120.0  # a worker's start (imports) is not part of any file's budget
 
-T = TypeVar("T")
 R = TypeVar("R")
+Task = tuple[Any, ...]  # the arguments of one call of the work function
 
 
 def _serve(conn: Connection, work: Callable[..., object]) -> None:
@@ -49,7 +49,7 @@ class _Worker:
     ready: bool = False
 
 
-class ExtractionPool(Generic[T, R]):
+class ExtractionPool(Generic[R]):
     """`jobs` worker processes applying `work` to task tuples, with a per-task time budget.
 
     `on_timeout(task)` and `on_crash(task)` build the result reported for a task whose worker was
@@ -61,8 +61,8 @@ class ExtractionPool(Generic[T, R]):
         work: Callable[..., R],
         jobs: int,
         timeout: float,
-        on_timeout: Callable[[tuple[T, ...]], R],
-        on_crash: Callable[[tuple[T, ...]], R],
+        on_timeout: Callable[[Task], R],
+        on_crash: Callable[[Task], R],
     ) -> None:
         # forkserver: the parent may run Tantivy's threads, which fork would copy mid-flight.
         self._context = multiprocessing.get_context("forkserver")
@@ -74,7 +74,7 @@ class ExtractionPool(Generic[T, R]):
         self._on_crash = on_crash
         self._workers: list[_Worker] = []
 
-    def __enter__(self) -> ExtractionPool[T, R]:
+    def __enter__(self) -> ExtractionPool[R]:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -93,12 +93,12 @@ class ExtractionPool(Generic[T, R]):
         worker.conn.close()
         self._workers[self._workers.index(worker)] = self._spawn()
 
-    def map(self, tasks: Iterable[tuple[T, ...]]) -> Iterator[R]:
+    def map(self, tasks: Iterable[Task]) -> Iterator[R]:
         """Results of `work(*task)` for each task, in order."""
         while len(self._workers) < self._jobs:
             self._workers.append(self._spawn())
         pending = iter(enumerate(tasks))
-        inflight: dict[int, tuple[T, ...]] = {}
+        inflight: dict[int, Task] = {}
         done: dict[int, R] = {}
         next_out = 0
         exhausted = False
@@ -128,9 +128,7 @@ class ExtractionPool(Generic[T, R]):
     def _deadline(self, worker: _Worker) -> float:
         return worker.started + (self._timeout if worker.ready else STARTUP_TIMEOUT)
 
-    def _collect(
-        self, waiting: list[_Worker], inflight: dict[int, tuple[T, ...]], done: dict[int, R]
-    ) -> None:
+    def _collect(self, waiting: list[_Worker], inflight: dict[int, Task], done: dict[int, R]) -> None:
         """Wait for the next result or deadline; record results, stop overrunning workers."""
         budget = min(self._deadline(w) for w in waiting) - time.monotonic()
         ready = wait([w.conn for w in waiting], timeout=max(0.0, budget))

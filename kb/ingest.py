@@ -80,6 +80,7 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings) -> 
             yield _load(source, known)
         return
     timeout = settings.extract_timeout
+    pool: ExtractionPool[Loaded]
     with ExtractionPool(
         _load,
         jobs=1 if small else jobs,

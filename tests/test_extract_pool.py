@@ -28,7 +28,7 @@ def square_or_misbehave(n: int) -> int | str:
     return n * n
 
 
-def pool(jobs: int, timeout: float = 30.0) -> ExtractionPool[int, int | str]:
+def pool(jobs: int, timeout: float = 30.0) -> ExtractionPool[int | str]:
     return ExtractionPool(
         square_or_misbehave,
         jobs=jobs,
