@@ -1,0 +1,238 @@
+"""kb's speed benchmark: one command, one table. See benchmarks/README.md for what each figure means.
+
+python benchmarks/run.py [--corpus DIR | --markdown-tar PATH] [--pdf-tar PATH] [--synthetic N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import _corpus
+import _mcp
+from _procs import Measured, measure
+
+HERE = Path(__file__).resolve().parent
+CORPORA = HERE.parent.parent / "shared" / "corpora"
+MB = 2**20
+
+
+class BenchFailure(RuntimeError):
+    pass
+
+
+def kb_index(root: Path, index_dir: Path) -> tuple[Measured, dict[str, Any]]:
+    """`kb index --json` in a fresh process: its measurement and its own JSON report."""
+    run = measure([sys.executable, "-m", "kb", "index", str(root), "--index-dir", str(index_dir), "--json"])
+    if run.returncode not in (0, 1):  # 1 = some files failed, the rest indexed
+        raise BenchFailure(f"kb index exited {run.returncode}: {run.stderr.strip()[-600:]}")
+    try:
+        return run, json.loads(run.stdout)
+    except ValueError:
+        raise BenchFailure(
+            f"kb index exited {run.returncode} without a JSON report; stdout: {run.stdout[:300]!r}; "
+            f"stderr: {run.stderr.strip()[-600:]}"
+        ) from None
+
+
+def _run_figures(run: Measured, report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "wall_s": run.wall,
+        "kb_seconds": report["seconds"],
+        "documents": report["added"] + report["updated"] + report["unchanged"],
+        "failed": len(report["failed"]),
+        "peak_rss_mb": run.peak_rss_mb,
+        "peak_tree_mb": run.peak_tree_mb,
+    }
+
+
+def bench_markdown(root: Path, tmp: Path) -> dict[str, Any]:
+    files, size = _corpus.files_and_bytes(root)
+    naive_run = measure([sys.executable, str(HERE / "_naive.py"), str(root), str(tmp / "naive-index")])
+    if naive_run.returncode:
+        raise BenchFailure(f"naive pipeline failed: {naive_run.stderr.strip()[-600:]}")
+    naive = json.loads(naive_run.stdout)
+    cold = _run_figures(*kb_index(root, tmp / "md-index"))
+    again = _run_figures(*kb_index(root, tmp / "md-index"))
+    return {
+        "files": files,
+        "mb": size / MB,
+        "naive": {
+            "wall_s": naive_run.wall,
+            "seconds": naive["seconds"],
+            "peak_rss_mb": naive_run.peak_rss_mb,
+        },
+        "cold": cold,
+        "nochange": again,
+        "speedup_wall": naive_run.wall / cold["wall_s"],
+        "speedup_own": naive["seconds"] / cold["kb_seconds"],
+        "nochange_pct_wall": 100 * again["wall_s"] / cold["wall_s"],
+        "nochange_pct_own": 100 * again["kb_seconds"] / cold["kb_seconds"],
+    }
+
+
+def bench_pdf(root: Path, tmp: Path) -> dict[str, Any]:
+    files, size = _corpus.files_and_bytes(root)
+    pages = _corpus.pdf_pages(root)  # counted once, outside the timing
+    cold = _run_figures(*kb_index(root, tmp / "pdf-index"))
+    return {
+        "files": files,
+        "mb": size / MB,
+        "pages": pages,
+        "cold": cold,
+        "pages_per_s_wall": pages / cold["wall_s"],
+        "pages_per_s_own": pages / cold["kb_seconds"],
+    }
+
+
+def bench_synthetic(n: int, tmp: Path) -> dict[str, Any]:
+    root = tmp / "synthetic"
+    _corpus.synthetic(root, n)
+    files, size = _corpus.files_and_bytes(root)
+    cold = _run_figures(*kb_index(root, tmp / "synthetic-index"))
+    again = _run_figures(*kb_index(root, tmp / "synthetic-index"))
+    return {
+        "files": files,
+        "mb": size / MB,
+        "cold": cold,
+        "nochange": again,
+        "files_per_s": files / cold["wall_s"],
+    }
+
+
+def _attempt(figures: dict[str, Any], key: str, fn: Any, *args: Any) -> None:
+    """Record a section's figures, or what failed, and go on with the others."""
+    print(f"... {key}", file=sys.stderr, flush=True)
+    try:
+        figures[key] = fn(*args)
+    except (BenchFailure, _mcp.McpFailure, OSError, ValueError) as exc:
+        figures[key] = {"error": str(exc)}
+
+
+def _markdown_root(args: argparse.Namespace, tmp: Path) -> Path:
+    keep = 300 if args.quick else None
+    if args.corpus:
+        if not keep:
+            return args.corpus
+        shutil.copytree(args.corpus, tmp / "md", ignore=shutil.ignore_patterns(".*"))
+        return _corpus.subset(tmp / "md", keep)
+    return _corpus.subset(_corpus.unpack(args.markdown_tar, tmp / "md"), keep)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--corpus", type=Path, help="a folder of Markdown documents (used read-only)")
+    source.add_argument("--markdown-tar", type=Path, default=CORPORA / "markdown.tar.gz")
+    parser.add_argument("--pdf-tar", type=Path, default=CORPORA / "pdf.tar.gz", help="'' to skip")
+    parser.add_argument(
+        "--synthetic", type=int, default=0, metavar="N", help="also cold-index N made-up files"
+    )
+    parser.add_argument("--queries", type=int, default=300, help="timed MCP searches [300; --quick: 50]")
+    parser.add_argument("--ready-runs", type=int, default=5, help="kb serve starts to time [5; --quick: 3]")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 300 files, 50 queries, 3 starts")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    args = parser.parse_args()
+    queries, ready_runs = (min(args.queries, 50), min(args.ready_runs, 3)) if args.quick else (
+        args.queries, args.ready_runs
+    )  # fmt: skip
+
+    figures: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, Python {platform.python_version()}"}
+    with tempfile.TemporaryDirectory(prefix="kb-bench-") as name:
+        tmp = Path(name)
+        md = _markdown_root(args, tmp)
+        figures["corpus"] = str(args.corpus or args.markdown_tar)
+        _attempt(figures, "markdown", bench_markdown, md, tmp)
+        if args.pdf_tar and args.pdf_tar.name:
+            pdf = _corpus.subset(_corpus.unpack(args.pdf_tar, tmp / "pdf"), 10 if args.quick else None)
+            _attempt(figures, "pdf", bench_pdf, pdf, tmp)
+        if "error" not in figures["markdown"]:
+            _attempt(figures, "ready", _mcp.time_to_ready, md, tmp / "md-index", ready_runs)
+            _attempt(
+                figures, "search", _mcp.search_latency, md, tmp / "md-index", _corpus.queries(md, queries)
+            )
+        if args.synthetic:
+            _attempt(figures, "synthetic", bench_synthetic, args.synthetic, tmp)
+    print(json.dumps(figures, indent=2) if args.json else table(figures))
+    return 1 if any(isinstance(v, dict) and "error" in v for v in figures.values()) else 0
+
+
+def table(f: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str]] = []
+
+    def row(label: str, value: str, goal: str = "") -> None:
+        rows.append((label, value, goal))
+
+    def section(key: str, title: str) -> dict[str, Any] | None:
+        row("", "")
+        row(title, "")
+        if key not in f:
+            row("  (not run)", "")
+            return None
+        if "error" in f[key]:
+            row("  FAILED", f[key]["error"].replace("\n", "\n    "))
+            return None
+        return f[key]
+
+    def run(label: str, r: dict[str, Any], size: float | None = None, goal: str = "") -> None:
+        rate = f", {size / r['wall_s']:.2f} MB/s" if size else ""
+        row(f"  {label}", f"{r['wall_s']:.2f} s wall{rate} (kb's own: {r['kb_seconds']:.2f} s)")
+        row(
+            "    peak RSS", f"{r['peak_rss_mb']:.0f} MB largest process, {r['peak_tree_mb']:.0f} MB all", goal
+        )
+
+    if m := section("markdown", f"Markdown corpus ({f['corpus']})"):
+        n, cold = m["naive"], m["cold"]
+        row("  files, size", f"{m['files']:,} files, {m['mb']:.1f} MB ({cold['documents']:,} indexed by kb)")
+        naive = f"{n['wall_s']:.2f} s wall, {m['mb'] / n['wall_s']:.2f} MB/s"
+        row("  naive pipeline, 1 process", f"{naive} (pipeline alone {n['seconds']:.2f} s)")
+        run("kb index, cold", cold, m["mb"])
+        row(
+            "  speed-up over naive", f"{m['speedup_wall']:.2f}x wall ({m['speedup_own']:.2f}x inner)", ">= 3x"
+        )
+        run("kb index, no change", m["nochange"])
+        row(
+            "  no-change / cold",
+            f"{m['nochange_pct_wall']:.1f}% wall ({m['nochange_pct_own']:.1f}% inner)",
+            "<= 5%",
+        )
+    if p := section("pdf", "PDF corpus"):
+        row("  files, pages, size", f"{p['files']} files, {p['pages']:,} pages, {p['mb']:.1f} MB")
+        run("kb index, cold", p["cold"])
+        row("  pages/s", f"{p['pages_per_s_wall']:.1f} wall ({p['pages_per_s_own']:.1f} inner)", ">= 50")
+    if r := section("ready", "kb serve over stdio, on the indexed Markdown corpus"):
+        row(
+            "  spawn to first search result",
+            f"p50 {r['p50_s']:.2f} s, max {r['max_s']:.2f} s, {r['runs']} starts",
+            "<= 1 s",
+        )
+    if s := section("search", "MCP search latency (stdio, official SDK client)"):
+        row(
+            "  queries",
+            f"{s['queries']} timed ({s['empty_results']} with no result), protocol {s['protocol']}",
+        )
+        row("  p50 / p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms", "<= 2 / 15 ms")
+        row("  p90, max", f"{s['p90_ms']:.1f} ms, {s['max_ms']:.1f} ms")
+        row("  start-up sync settled after", f"{s['sync_settled_s']:.2f} s (before timing)")
+    if "synthetic" in f and (y := section("synthetic", "Synthetic tree")):
+        row("  files, size", f"{y['files']:,} files, {y['mb']:.1f} MB")
+        run("kb index, cold", y["cold"], goal="<= 400 MB")
+        row("  files/s", f"{y['files_per_s']:.0f}")
+        run("kb index, no change", y["nochange"])
+    width = max(len(r[0]) for r in rows)
+    lines = [f"kb benchmark: {f['machine']}", f"{'':{width}}  {'figure':66} goal"]
+    lines += [f"{a:{width}}  {b:66} {c}".rstrip() for a, b, c in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
