@@ -185,3 +185,18 @@ def test_markdown_every_sample_document_extracts_with_unique_fragments(sample_do
         assert len(fragments) == len(set(fragments))
         assert doc.tags
         assert all(s.text.strip() for s in doc.sections)
+
+
+def test_inline_markup_is_reduced_to_its_words_without_touching_code_or_brackets() -> None:
+    source = (
+        "# T\n\n"
+        'See [the **install** guide](guide/install.md "Install") and [![badge](b.svg)](https://x.y).\n'
+        "Keep `a*b*c`, snake_case_name, array[i] and escaped \\*stars\\*; <b>raw</b> &amp; more  \n"
+        "after a hard break.\n"
+    )
+    text = extract_markdown("t.md", source.encode()).sections[0].text
+    assert "See the install guide and badge." in text
+    assert (
+        "Keep a*b*c, snake_case_name, array[i] and escaped *stars*; raw & more\nafter a hard break." in text
+    )
+    assert "guide/install.md" not in text and "https" not in text and "<b>" not in text

@@ -7,6 +7,7 @@ each section carry the exact source lines it came from.
 from __future__ import annotations
 
 import functools
+import html
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ _TAG = re.compile(r"<[^>]*>")
 _SPACES = re.compile(r"[ \t]+")
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
 _SLUG_MAX = 80
+# libyaml's loader is several times faster than the pure-Python one; both are "safe".
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Fragments:
@@ -52,7 +55,9 @@ def slugify(text: str) -> str:
 @functools.cache
 def _parser() -> MarkdownIt:
     # Built once per process: constructing MarkdownIt compiles its rule chains. A cache, not state.
-    return MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    # Only the block pass runs: the inline pass (emphasis, links, entities) costs more than half of
+    # the parse, and the index needs just the words, which `_strip_inline` recovers far cheaper.
+    return MarkdownIt("commonmark").enable(["table", "strikethrough"]).disable("inline")
 
 
 def extract_markdown(path: str, data: bytes) -> Document:
@@ -81,7 +86,7 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str, int]:
     if not match:
         return {}, text, 0
     try:
-        loaded = yaml.safe_load(match.group(1) or "")
+        loaded = yaml.load(match.group(1) or "", Loader=_YAML_LOADER)
     except (yaml.YAMLError, ValueError, RecursionError):
         # Front matter is a convenience; a typo in it must not stop the document being indexed.
         loaded = None
@@ -144,7 +149,7 @@ class _Walker:
                 line = token.map[0] + 1 + self.offset
                 self._current = _Open(None, "", line, token.map[1] + self.offset)
             elif kind == "inline":
-                text = _inline_text(token.children or [])
+                text = _strip_inline(token.content)
                 if heading_level:
                     self._start_heading(heading_level, text)
                     heading_level = 0
@@ -198,17 +203,49 @@ class _Walker:
         )
 
 
-def _inline_text(children: list[Token]) -> str:
-    parts: list[str] = []
-    for child in children:
-        kind = child.type
-        if kind in ("text", "code_inline"):
-            parts.append(child.content)
-        elif kind == "softbreak":
-            parts.append(" ")
-        elif kind == "hardbreak":
-            parts.append("\n")
-        elif kind == "image":
-            parts.append(_inline_text(child.children or []) if child.children else child.content)
-        # link_open/close (targets), html_inline (raw tags) and emphasis markers carry no text.
-    return "".join(parts).strip()
+# [text](target "title"), ![alt](src) and [text][ref]; a bare [text] is left alone (array[i]).
+_IMAGE_OR_LINK = re.compile(
+    r"!?\[((?:[^\[\]\\]|\\.)*)\]"  # the text
+    r"(?:\((?:[^()\s]|\([^()]*\))*(?:\s+[^)]*)?\)|\[[^\]]*\])"  # (target "title") or [ref]
+)
+_AUTOLINK = re.compile(r"<((?:https?|mailto|ftp):[^<>\s]+|[^<>\s@]+@[^<>\s@]+)>")
+_HTML_INLINE = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>|<!--.*?-->", re.DOTALL)
+_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
+_EMPHASIS = re.compile(r"(?<![\w\\])(?:\*{1,3}|_{1,3}|~~)(?=\S)|(?<=[^\s\\])(?:\*{1,3}|_{1,3}|~~)(?!\w)")
+_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+_HARD_BREAK = re.compile(r"(?: {2,}|\\)\n")
+
+
+def _strip_inline(source: str) -> str:
+    """The words of an inline run of Markdown: link and image text kept, targets, raw HTML and
+    emphasis markers dropped, code spans and escapes unwrapped, entities decoded."""
+    text = source
+    # Most runs are plain prose: each step runs only if its marker character occurs at all.
+    codes: list[str] = []
+    if "`" in text:
+
+        def keep_code(match: re.Match[str]) -> str:
+            codes.append(match.group(2).strip(" ") if match.group(2).strip() else match.group(2))
+            return f"\x00{len(codes) - 1}\x00"
+
+        text = _CODE_SPAN.sub(keep_code, text)  # code is literal: no markup inside it
+    if "<" in text:
+        text = _HTML_INLINE.sub("", _AUTOLINK.sub(r"\1", text))
+    if "[" in text:
+        for _ in range(3):  # links may hold images: [![alt](img)](target)
+            stripped = _IMAGE_OR_LINK.sub(r"\1", text)
+            if stripped == text:
+                break
+            text = stripped
+    if "*" in text or "_" in text or "~" in text:
+        text = _EMPHASIS.sub("", text)
+    if "\n" in text:
+        # A soft line break is a space; a hard one (two spaces or a backslash) stays a line break.
+        text = _HARD_BREAK.sub("\x01", text).replace("\n", " ").replace("\x01", "\n")
+    if "\\" in text:
+        text = _ESCAPE.sub(r"\1", text)
+    if "&" in text:
+        text = html.unescape(text)
+    if codes:
+        text = re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], text)
+    return text.strip()
