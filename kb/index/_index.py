@@ -22,7 +22,7 @@ from pathlib import Path
 import tantivy
 
 from kb.errors import ConfigError, DocumentNotFoundError, IndexLockedError, IndexMismatchError
-from kb.index._query import QueryPlan, plan_query, prefix_regex
+from kb.index._query import QueryPlan, edit_distance, plan_query, prefix_regex
 from kb.models import (
     Document,
     Format,
@@ -390,6 +390,7 @@ class SearchIndex:
             QueryError: a filter is malformed (the query text itself never fails: it falls back to
                 lenient parsing).
         """
+        searcher = self._searcher()
         plan = plan_query(
             self._index,
             self.schema,
@@ -398,14 +399,13 @@ class SearchIndex:
             formats=formats,
             tags=tags,
             modified_after=modified_after,
+            vocabulary=_Vocabulary(searcher),
         )
-        searcher = self._searcher()
         hits, total = self._collect(searcher, plan, offset + limit, all_passages)
-        approximate = False
-        if not hits and plan.fuzzy is not None:
-            plan = plan.fuzzy
+        if not hits and (retry := plan.fuzzy()) is not None:
+            plan = retry
             hits, total = self._collect(searcher, plan, offset + limit, all_passages)
-            approximate = bool(hits)
+        approximate = plan.approximate and bool(hits)
         page = hits[offset : offset + limit]
         snippets = tantivy.SnippetGenerator.create(searcher, plan.text_query, self.schema, "body")
         snippets.set_max_num_chars(SNIPPET_CHARS)
@@ -440,6 +440,36 @@ class SearchIndex:
                 total = len(best) if exhausted else max(len(best), wanted + 1)
                 return list(best.values()), total
             scan = min(scan * 4, MAX_HITS_SCANNED)
+
+
+class _Vocabulary:
+    """The searcher's term dictionaries, as the query planner's `Vocabulary`."""
+
+    FIELDS = ("body", "title", "heading")
+    NEAREST = 3
+
+    def __init__(self, searcher: tantivy.Searcher) -> None:
+        self._searcher = searcher
+
+    def known(self, term: str) -> bool:
+        return any(self._searcher.doc_freq(f, term) for f in self.FIELDS)
+
+    def near(self, term: str, distance: int) -> list[str]:
+        # Typos rarely hit the first letters; reading only the terms that share them keeps this fast.
+        prefix = term[:2] if len(term) >= 6 else term[:1]
+        found: dict[str, tuple[int, int]] = {}
+        for field in self.FIELDS:
+            for candidate, count in self._searcher.terms_with_prefix(field, prefix):
+                if not -distance <= len(term) - len(candidate) <= 3:
+                    continue
+                edits = edit_distance(term, candidate, distance)
+                if edits > distance and len(candidate) >= 4 and 0 < len(term) - len(candidate) <= 3:
+                    # The index holds stems ('morn' for morning), a typo is not stemmed ('mornnig').
+                    edits = max(1, edit_distance(term[: len(candidate)], candidate, distance))
+                if edits <= distance:
+                    found[candidate] = (edits, found.get(candidate, (edits, 0))[1] + count)
+        ranked = sorted(found, key=lambda t: (found[t][0], -found[t][1], t))
+        return ranked[: self.NEAREST]
 
 
 def _section(record: tantivy.Document) -> Section:

@@ -7,9 +7,12 @@ input that does not parse falls back to lenient parsing and then to its plain wo
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import tantivy
 
@@ -18,7 +21,15 @@ from kb.models import FORMATS, Format
 
 MAX_QUERY_CHARS = 2000
 TEXT_FIELDS = ["title", "heading", "body"]
-FIELD_BOOSTS = {"title": 2.0, "heading": 1.5, "body": 1.0}
+# Measured on Cranfield (benchmarks/relevance.py): BM25 already scores a word in a short title or
+# heading highly, so boosts above 1 let a title match outweigh the passage that answers; the best
+# field of each word counts in full and the others at FIELD_TIE (a title repeated in the heading
+# trail and the body would otherwise count three times).
+FIELD_BOOSTS = {"title": 0.5, "heading": 0.5, "body": 1.0}
+FIELD_TIE: float | None = 0.5  # None: a word's per-field scores simply add up
+# Neighbouring query words found within PROXIMITY_SLOP positions of each other in a passage.
+PROXIMITY_BOOST = 0.1
+PROXIMITY_SLOP = 3
 QUERYABLE_FIELDS = frozenset({*TEXT_FIELDS, "path", "tags", "format", "page"})
 
 # Function words that carry no topic in a natural-language question. Only dropped from queries
@@ -29,35 +40,62 @@ STOPWORDS = frozenset(
     this those to was we were what when where which who whom why will with would you your about any
     some such tell explain describe please show give find""".split()
 )
-_OPERATOR = re.compile(r'["():^*~\[\]{}]|\b(?:AND|OR|NOT)\b|(?:^|\s)[+-]\S')
+# Parentheses alone are prose ("the flow (laminar) case"): without AND/OR/NOT or +/- they group
+# nothing, so only these mark a query written in Tantivy's syntax.
+_OPERATOR = re.compile(r'[":^*~\[\]{}]|\b(?:AND|OR|NOT)\b|(?:^|[\s(])[+-]\S')
 _WORD = re.compile(r"\w+", re.UNICODE)
 _GLOB = re.compile(r"[*?\[]")
 _REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$#&\-~])")
 
 
+class Vocabulary(Protocol):
+    """What the index knows of analyzed terms, for telling typos apart and correcting them."""
+
+    def known(self, term: str) -> bool:
+        """Whether any text field holds `term`."""
+        ...
+
+    def near(self, term: str, distance: int) -> list[str]:
+        """Indexed terms within `distance` edits of `term`, the likeliest first."""
+        ...
+
+
 @dataclass
 class QueryPlan:
-    """The query to run (text AND filters), the text part alone (for snippets), and a fuzzy fallback."""
+    """What to run for one search.
+
+    `query` is the text part AND the filters; `text_query` the text part alone (for snippets);
+    `fuzzy()` builds the plan to retry with when nothing matched (only then: correcting is slow);
+    `approximate` says words were matched fuzzily (a word unknown to the index, or the whole retry).
+    """
 
     query: tantivy.Query
     text_query: tantivy.Query
-    fuzzy: QueryPlan | None
+    fuzzy: Callable[[], QueryPlan | None]
+    approximate: bool = False
+
+
+def _restrict(query: tantivy.Query, filters: list[tantivy.Query]) -> tantivy.Query:
+    return tantivy.Query.boolean_query(
+        [(tantivy.Occur.Must, query), *((tantivy.Occur.Must, f) for f in filters)]
+    )
 
 
 _analyzer: tantivy.TextAnalyzer | None = None
 
 
-def _stem(word: str) -> str:
+def analyze(text: str) -> list[str]:
+    """The terms Tantivy's `en_stem` tokenizer makes of `text` (lowercased English stems)."""
     global _analyzer  # a cache of an immutable analyzer, not configuration
     if _analyzer is None:
         _analyzer = (
             tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+            .filter(tantivy.Filter.remove_long(40))
             .filter(tantivy.Filter.lowercase())
             .filter(tantivy.Filter.stemmer("english"))
             .build()
         )
-    tokens = _analyzer.analyze(word)
-    return tokens[0] if tokens else word.lower()
+    return _analyzer.analyze(text)
 
 
 def content_words(text: str) -> list[str]:
@@ -67,32 +105,106 @@ def content_words(text: str) -> list[str]:
     return kept or words
 
 
-def _parse_text(index: tantivy.Index, text: str) -> tuple[tantivy.Query, list[str]]:
-    """Parse the query text; return the query and, for plain-word queries, the words to retry fuzzily.
+@dataclass
+class _Text:
+    query: tantivy.Query
+    fuzzy_words: list[str]  # what the retry searches when nothing matched (plain-word queries only)
+    approximate: bool = False
+
+
+def _parse_text(index: tantivy.Index, text: str, vocabulary: Vocabulary | None) -> _Text:
+    """Parse the query text: plain words become a ranked OR; Tantivy syntax is run as written.
 
     A query written with operators or phrases asked for exactly that, so it gets no fuzzy retry.
     """
     words = content_words(text)
-    if not _OPERATOR.search(text):
-        return _parse_words(index, words), words
-    if _unknown_fields(text):
-        return _parse_words(index, words), []  # 'error: foo' is prose, not a field query
+    if not _OPERATOR.search(text) or _unknown_fields(text):  # 'error: foo' is prose, not a field query
+        return _parse_words(index.schema, words, vocabulary)
     try:
-        return index.parse_query(text, TEXT_FIELDS, field_boosts=FIELD_BOOSTS), []
+        return _Text(index.parse_query(text, TEXT_FIELDS, field_boosts=FIELD_BOOSTS), [])
     except ValueError:
         pass
     query, errors = index.parse_query_lenient(text, TEXT_FIELDS, field_boosts=FIELD_BOOSTS)
     if errors:
         # Lenient parsing can drop most of the input; the plain words keep every term.
-        return _parse_words(index, [w for w in words if w not in ("AND", "OR", "NOT")]), []
-    return query, []
+        parsed = _parse_words(index.schema, [w for w in words if w not in ("AND", "OR", "NOT")], vocabulary)
+        return _Text(parsed.query, [], parsed.approximate)
+    return _Text(query, [])
 
 
-def _parse_words(index: tantivy.Index, words: list[str]) -> tantivy.Query:
-    """An OR of plain words (\\w+ runs, which always parse)."""
-    if not words:
+def _parse_words(schema: tantivy.Schema, words: list[str], vocabulary: Vocabulary | None) -> _Text:
+    """An OR of plain words over the text fields, plus a bonus where neighbouring words appear together.
+
+    A word counts once, by its best field plus a share (FIELD_TIE) of the others, so a title that
+    repeats in the heading and the body does not count three times. A word the index has never seen
+    (a typo) is replaced by its nearest indexed terms and the plan marked approximate.
+    """
+    terms = analyze(" ".join(words))
+    if not terms:
+        return _Text(tantivy.Query.empty_query(), words)
+    clauses = []
+    approximate = False
+    for term in dict.fromkeys(terms):
+        if vocabulary is not None and _fuzzable(term) and not vocabulary.known(term):
+            clause = _fuzzy_term(schema, term, vocabulary)
+            approximate = True
+        else:
+            clause = _field_max([tantivy.Query.term_query(schema, f, term) for f in FIELD_BOOSTS])
+        clauses.append((tantivy.Occur.Should, clause))
+    if PROXIMITY_BOOST:
+        for pair in dict.fromkeys((a, b) for a, b in itertools.pairwise(terms) if a != b):
+            phrase = tantivy.Query.phrase_query(schema, "body", list(pair), PROXIMITY_SLOP)
+            clauses.append((tantivy.Occur.Should, _boosted(phrase, PROXIMITY_BOOST)))
+    return _Text(tantivy.Query.boolean_query(clauses), words, approximate)
+
+
+def _field_max(per_field: list[tantivy.Query]) -> tantivy.Query:
+    """One word's query over TEXT_FIELDS (in FIELD_BOOSTS order), boosted per field."""
+    boosted = [_boosted(q, b) for q, b in zip(per_field, FIELD_BOOSTS.values(), strict=True) if b]
+    if FIELD_TIE is None:
+        return tantivy.Query.boolean_query([(tantivy.Occur.Should, q) for q in boosted])
+    return tantivy.Query.disjunction_max_query(boosted, FIELD_TIE)
+
+
+def _fuzzable(term: str) -> bool:
+    return len(term) >= 4 and not term.isdigit()
+
+
+def _fuzzy_term(schema: tantivy.Schema, term: str, vocabulary: Vocabulary | None) -> tantivy.Query:
+    """The indexed terms a typo probably meant, as plain term queries (so snippets can mark them)."""
+    distance = 1 if len(term) < 7 else 2
+    if vocabulary is None:
+        fuzzy = [tantivy.Query.fuzzy_term_query(schema, f, term, distance=distance) for f in FIELD_BOOSTS]
+        return _field_max(fuzzy)
+    clauses = [
+        _field_max([tantivy.Query.term_query(schema, f, near) for f in FIELD_BOOSTS])
+        for near in vocabulary.near(term, distance)
+    ]
+    if not clauses:
         return tantivy.Query.empty_query()
-    return index.parse_query(" ".join(words).lower(), TEXT_FIELDS, field_boosts=FIELD_BOOSTS)
+    return tantivy.Query.boolean_query([(tantivy.Occur.Should, q) for q in clauses])
+
+
+def edit_distance(a: str, b: str, limit: int) -> int:
+    """Edits (insert, delete, substitute, swap neighbours) from `a` to `b`; `limit + 1` once past it."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        if min(row) > limit:
+            return limit + 1
+        prev2, prev = prev, row
+    return min(prev[-1], limit + 1)
+
+
+def _boosted(query: tantivy.Query, boost: float) -> tantivy.Query:
+    return query if boost == 1.0 else tantivy.Query.boost_query(query, boost)
 
 
 def _unknown_fields(text: str) -> set[str]:
@@ -144,8 +256,12 @@ def plan_query(
     formats: list[Format] | None = None,
     tags: list[str] | None = None,
     modified_after: datetime | None = None,
+    vocabulary: Vocabulary | None = None,
 ) -> QueryPlan:
     """Build the query for `text` restricted to section records and the given filters.
+
+    With a `vocabulary`, words the index does not hold (typos) are replaced by the nearest terms it
+    does hold, and the plan says so.
 
     Raises:
         QueryError: the text is empty or too long, or a filter is malformed.
@@ -177,25 +293,15 @@ def plan_query(
                 schema, "mtime", tantivy.FieldType.Integer, lower_bound=int(modified_after.timestamp())
             )
         )
-    text_query, words = _parse_text(index, text)
+    text = _parse_text(index, text, vocabulary)
 
-    def combine(q: tantivy.Query) -> tantivy.Query:
-        return tantivy.Query.boolean_query(
-            [(tantivy.Occur.Must, q), *((tantivy.Occur.Must, f) for f in filters)]
+    def fuzzy() -> QueryPlan | None:
+        terms = [t for t in dict.fromkeys(analyze(" ".join(text.fuzzy_words))) if _fuzzable(t)]
+        if not terms:
+            return None
+        query = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Should, _fuzzy_term(schema, t, vocabulary)) for t in terms]
         )
+        return QueryPlan(_restrict(query, filters), query, lambda: None, approximate=True)
 
-    fuzzy = None
-    terms = [_stem(w) for w in words if len(w) >= 4 and not w.isdigit()]
-    if terms:
-        fuzzy_query = tantivy.Query.boolean_query(
-            [
-                (
-                    tantivy.Occur.Should,
-                    tantivy.Query.fuzzy_term_query(schema, field, term, distance=1 if len(term) < 7 else 2),
-                )
-                for term in terms
-                for field in ("title", "body")
-            ]
-        )
-        fuzzy = QueryPlan(combine(fuzzy_query), fuzzy_query, None)
-    return QueryPlan(combine(text_query), text_query, fuzzy)
+    return QueryPlan(_restrict(text.query, filters), text.query, fuzzy, text.approximate)
