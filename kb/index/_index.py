@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from kb.models import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SIDECAR = "kb-index.json"
 HOLDER_FILE = "kb-writer.json"
 # Files a fresh index folder may already hold (the repo ships index/ with these two).
@@ -58,6 +59,9 @@ def _build_schema() -> tantivy.Schema:
     sb.add_text_field("format", stored=True, tokenizer_name="raw")
     sb.add_integer_field("page", stored=True, indexed=True)
     sb.add_integer_field("ordinal", stored=True, fast=True)
+    # A number per document, so search can group hits by document from a fast field instead of
+    # loading each hit's stored fields (~30 µs a hit).
+    sb.add_integer_field("doc_num", fast=True)
     sb.add_integer_field("line_start", stored=True)
     sb.add_integer_field("line_end", stored=True)
     sb.add_integer_field("mtime", stored=True, indexed=True, fast=True)  # seconds since the epoch
@@ -91,6 +95,7 @@ class IndexBatch:
         """Replace everything stored for `doc.path` with this document and its manifest record."""
         self._writer.delete_documents_by_term("path", doc.path)
         mtime = entry.mtime_ns // 1_000_000_000
+        doc_num = _doc_num(doc.path)
         for ordinal, section in enumerate(doc.sections):
             record = tantivy.Document(
                 kind="section",
@@ -101,6 +106,7 @@ class IndexBatch:
                 body=section.text,
                 format=doc.format,
                 ordinal=ordinal,
+                doc_num=doc_num,
                 mtime=mtime,
             )
             for tag in entry.tags:
@@ -429,11 +435,10 @@ class SearchIndex:
         scan = min(max(wanted * 10, 100), MAX_HITS_SCANNED)
         while True:
             result = searcher.search(plan.query, limit=scan, count=True)
-            best: dict[str, tuple[float, tantivy.DocAddress]] = {}
-            for score, address in result.hits:
-                doc_path = searcher.doc(address).get_first("path")
-                if doc_path not in best:
-                    best[doc_path] = (score, address)
+            best: dict[int, tuple[float, tantivy.DocAddress]] = {}
+            nums = searcher.fast_field_values("doc_num", [address for _, address in result.hits])
+            for (score, address), num in zip(result.hits, nums, strict=True):
+                best.setdefault(int(num or 0), (score, address))
             exhausted = len(result.hits) >= result.count
             if len(best) >= wanted or exhausted or scan >= MAX_HITS_SCANNED:
                 # When the scan was cut short there are at least this many documents, maybe more.
@@ -470,6 +475,12 @@ class _Vocabulary:
                     found[candidate] = (edits, found.get(candidate, (edits, 0))[1] + count)
         ranked = sorted(found, key=lambda t: (found[t][0], -found[t][1], t))
         return ranked[: self.NEAREST]
+
+
+def _doc_num(path: str) -> int:
+    """A stable signed 64-bit number for a path (a hash; a collision would only merge two
+    documents' hits in one result list)."""
+    return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _section(record: tantivy.Document) -> Section:
