@@ -14,8 +14,7 @@ import pytest
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from kb.index import SearchIndex
-from kb.index._index import HOLDER_FILE
+from kb.index import HOLDER_FILE, SearchIndex
 from kb.ingest import COMMIT_EVERY_FILES
 
 FILES = COMMIT_EVERY_FILES * 2 + 300  # several commits, so a kill can land between two of them

@@ -3,7 +3,9 @@
 Nothing above it sees a Tantivy type, so another engine could stand behind the same interface.
 """
 
-from kb.index._index import SCHEMA_VERSION, IndexBatch, SearchIndex
+from kb.index._batch import HOLDER_FILE, IndexBatch
+from kb.index._index import SearchIndex
 from kb.index._query import MAX_QUERY_CHARS, content_words
+from kb.index._schema import SCHEMA_VERSION
 
-__all__ = ["MAX_QUERY_CHARS", "SCHEMA_VERSION", "IndexBatch", "SearchIndex", "content_words"]
+__all__ = ["HOLDER_FILE", "MAX_QUERY_CHARS", "SCHEMA_VERSION", "IndexBatch", "SearchIndex", "content_words"]

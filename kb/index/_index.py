@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -23,130 +22,25 @@ from pathlib import Path
 import tantivy
 
 from kb.errors import ConfigError, DocumentNotFoundError, IndexLockedError, IndexMismatchError
-from kb.index._query import QueryPlan, edit_distance, plan_query, prefix_regex
+from kb.index._batch import HOLDER_FILE, IndexBatch, command_line, holder_of, is_lock_busy
+from kb.index._query import QueryPlan, plan_query, prefix_regex
+from kb.index._results import SNIPPET_CHARS, Vocabulary, hit
+from kb.index._schema import SCHEMA_VERSION, build_schema, section_from_record
 from kb.models import (
-    Document,
     Format,
     IndexStats,
     ManifestEntry,
-    SearchHit,
     SearchResults,
-    Section,
     StoredDocument,
 )
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
 SIDECAR = "kb-index.json"
-HOLDER_FILE = "kb-writer.json"
 # Files a fresh index folder may already hold (the repo ships index/ with these two).
 KEEP_FILES = frozenset({"README.md", ".gitignore"})
-SNIPPET_CHARS = 240
 MAX_HITS_SCANNED = 5000
 MAX_PREFIX_QUERY = 64
-
-
-def _build_schema() -> tantivy.Schema:
-    sb = tantivy.SchemaBuilder()
-    sb.add_text_field("kind", stored=True, tokenizer_name="raw")  # "section" | "file"
-    sb.add_text_field("path", stored=True, tokenizer_name="raw", fast=True)
-    sb.add_text_field("fragment", stored=True, tokenizer_name="raw")
-    sb.add_text_field("title", stored=True, tokenizer_name="en_stem")
-    sb.add_text_field("heading", stored=True, tokenizer_name="en_stem")
-    sb.add_text_field("body", stored=True, tokenizer_name="en_stem")
-    sb.add_text_field("tags", stored=True, tokenizer_name="raw")
-    sb.add_text_field("format", stored=True, tokenizer_name="raw")
-    sb.add_integer_field("page", stored=True, indexed=True)
-    sb.add_integer_field("ordinal", stored=True, fast=True)
-    # A number per document, so search can group hits by document from a fast field instead of
-    # loading each hit's stored fields (~30 µs a hit).
-    sb.add_integer_field("doc_num", fast=True)
-    sb.add_integer_field("line_start", stored=True)
-    sb.add_integer_field("line_end", stored=True)
-    sb.add_integer_field("mtime", stored=True, indexed=True, fast=True)  # seconds since the epoch
-    sb.add_text_field("manifest", stored=True, tokenizer_name="raw")  # ManifestEntry JSON, file records only
-    return sb.build()
-
-
-def _is_lock_busy(exc: ValueError) -> bool:
-    return "LockBusy" in str(exc) or "lock" in str(exc).lower()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class IndexBatch:
-    """Changes to the index made while holding its writer; each `commit` is atomic."""
-
-    def __init__(self, index: SearchIndex, writer: tantivy.IndexWriter) -> None:
-        self._index = index
-        self._writer = writer
-        self.pending = 0
-
-    def put(self, doc: Document, entry: ManifestEntry) -> None:
-        """Replace everything stored for `doc.path` with this document and its manifest record."""
-        self._writer.delete_documents_by_term("path", doc.path)
-        mtime = entry.mtime_ns // 1_000_000_000
-        doc_num = _doc_num(doc.path)
-        for ordinal, section in enumerate(doc.sections):
-            record = tantivy.Document(
-                kind="section",
-                path=doc.path,
-                fragment=section.fragment,
-                title=doc.title,
-                heading=section.heading or "",
-                body=section.text,
-                format=doc.format,
-                ordinal=ordinal,
-                doc_num=doc_num,
-                mtime=mtime,
-            )
-            for tag in entry.tags:
-                record.add_text("tags", tag)
-            if section.page is not None:
-                record.add_integer("page", section.page)
-            if section.line_start is not None and section.line_end is not None:
-                record.add_integer("line_start", section.line_start)
-                record.add_integer("line_end", section.line_end)
-            self._writer.add_document(record)
-        self._add_file_record(entry)
-        self.pending += 1
-
-    def put_manifest(self, entry: ManifestEntry) -> None:
-        """Update only the manifest record (the file's stat changed, its content did not)."""
-        self._writer.delete_documents_by_query(self._index.file_record_query(entry.path))
-        self._add_file_record(entry)
-        self.pending += 1
-
-    def _add_file_record(self, entry: ManifestEntry) -> None:
-        record = tantivy.Document(
-            kind="file",
-            path=entry.path,
-            title=entry.title,
-            format=entry.format,
-            mtime=entry.mtime_ns // 1_000_000_000,
-            manifest=entry.model_dump_json(),
-        )
-        self._writer.add_document(record)
-
-    def delete(self, path: str) -> None:
-        """Remove a document's sections and manifest record."""
-        self._writer.delete_documents_by_term("path", path)
-        self.pending += 1
-
-    def commit(self) -> None:
-        """Make every change so far durable and visible, atomically."""
-        self._writer.commit()
-        self._index.reload()
-        self.pending = 0
 
 
 class SearchIndex:
@@ -200,7 +94,7 @@ class SearchIndex:
             tmp = sidecar.with_suffix(".tmp")
             tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "root": str(root)}))
             tmp.replace(sidecar)
-        index = tantivy.Index(_build_schema(), path=str(index_dir), reuse=True)
+        index = tantivy.Index(build_schema(), path=str(index_dir), reuse=True)
         return cls(index, index_dir, root)
 
     def close(self) -> None:
@@ -223,7 +117,7 @@ class SearchIndex:
         """
         writer = self._acquire_writer(wait)
         holder = self.index_dir / HOLDER_FILE
-        holder.write_text(json.dumps({"pid": os.getpid(), "command": _command_line(), "since": time.time()}))
+        holder.write_text(json.dumps({"pid": os.getpid(), "command": command_line(), "since": time.time()}))
         try:
             batch = IndexBatch(self, writer)
             try:
@@ -247,23 +141,12 @@ class SearchIndex:
             try:
                 return self._index.writer(heap_size=128_000_000, num_threads=min(os.cpu_count() or 1, 4))
             except ValueError as exc:
-                if not _is_lock_busy(exc) or time.monotonic() >= deadline:
-                    if _is_lock_busy(exc):
-                        raise IndexLockedError(str(self.index_dir), self.writer_holder(), wait) from exc
+                if not is_lock_busy(exc) or time.monotonic() >= deadline:
+                    if is_lock_busy(exc):
+                        raise IndexLockedError(str(self.index_dir), holder_of(self.index_dir), wait) from exc
                     raise
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
-
-    def writer_holder(self) -> str | None:
-        """Describe the live process holding the writer, if it left its name."""
-        try:
-            info = json.loads((self.index_dir / HOLDER_FILE).read_text())
-        except (OSError, ValueError):
-            return None
-        pid = int(info.get("pid", 0))
-        if not pid or not _pid_alive(pid):
-            return None
-        return f"pid {pid} ({info.get('command', '?')})"
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -338,7 +221,7 @@ class SearchIndex:
         )
         hits = searcher.search(query, limit=max(1, searcher.num_docs), count=False).hits
         records = sorted((searcher.doc(a) for _, a in hits), key=lambda r: r.get_first("ordinal"))
-        sections = [_section(r) for r in records]
+        sections = [section_from_record(r) for r in records]
         if fragment is not None:
             sections = [s for s in sections if s.fragment == fragment]
             if not sections:
@@ -405,7 +288,7 @@ class SearchIndex:
             formats=formats,
             tags=tags,
             modified_after=modified_after,
-            vocabulary=_Vocabulary(searcher),
+            vocabulary=Vocabulary(searcher),
         )
         hits, total = self._collect(searcher, plan, offset + limit, all_passages)
         if not hits and (retry := plan.fuzzy()) is not None:
@@ -415,7 +298,7 @@ class SearchIndex:
         page = hits[offset : offset + limit]
         snippets = tantivy.SnippetGenerator.create(searcher, plan.text_query, self.schema, "body")
         snippets.set_max_num_chars(SNIPPET_CHARS)
-        results = [_hit(searcher.doc(address), score, snippets) for score, address in page]
+        results = [hit(searcher.doc(address), score, snippets) for score, address in page]
         more = offset + limit < total
         return SearchResults(
             query=query,
@@ -445,84 +328,6 @@ class SearchIndex:
                 total = len(best) if exhausted else max(len(best), wanted + 1)
                 return list(best.values()), total
             scan = min(scan * 4, MAX_HITS_SCANNED)
-
-
-class _Vocabulary:
-    """The searcher's term dictionaries, as the query planner's `Vocabulary`."""
-
-    FIELDS = ("body", "title", "heading")
-    NEAREST = 3
-
-    def __init__(self, searcher: tantivy.Searcher) -> None:
-        self._searcher = searcher
-
-    def known(self, term: str) -> bool:
-        return any(self._searcher.doc_freq(f, term) for f in self.FIELDS)
-
-    def near(self, term: str, distance: int) -> list[str]:
-        # Typos rarely hit the first letters; reading only the terms that share them keeps this fast.
-        prefix = term[:2] if len(term) >= 6 else term[:1]
-        found: dict[str, tuple[int, int]] = {}
-        for field in self.FIELDS:
-            for candidate, count in self._searcher.terms_with_prefix(field, prefix):
-                if not -distance <= len(term) - len(candidate) <= 3:
-                    continue
-                edits = edit_distance(term, candidate, distance)
-                if edits > distance and len(candidate) >= 4 and 0 < len(term) - len(candidate) <= 3:
-                    # The index holds stems ('morn' for morning), a typo is not stemmed ('mornnig').
-                    edits = max(1, edit_distance(term[: len(candidate)], candidate, distance))
-                if edits <= distance:
-                    found[candidate] = (edits, found.get(candidate, (edits, 0))[1] + count)
-        ranked = sorted(found, key=lambda t: (found[t][0], -found[t][1], t))
-        return ranked[: self.NEAREST]
-
-
-def _doc_num(path: str) -> int:
-    """A stable signed 64-bit number for a path (a hash; a collision would only merge two
-    documents' hits in one result list)."""
-    return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "big", signed=True)
-
-
-def _section(record: tantivy.Document) -> Section:
-    return Section(
-        fragment=record.get_first("fragment"),
-        heading=record.get_first("heading") or None,
-        page=record.get_first("page"),
-        text=record.get_first("body") or "",
-        line_start=record.get_first("line_start"),
-        line_end=record.get_first("line_end"),
-    )
-
-
-def _hit(record: tantivy.Document, score: float, snippets: tantivy.SnippetGenerator) -> SearchHit:
-    path = record.get_first("path")
-    body = record.get_first("body") or ""
-    return SearchHit(
-        id=f"{path}#{record.get_first('fragment')}",
-        path=path,
-        title=record.get_first("title") or path,
-        heading=record.get_first("heading") or None,
-        page=record.get_first("page"),
-        score=round(score, 4),
-        snippet=_mark(snippets.snippet_from_doc(record), body),
-    )
-
-
-def _mark(snippet: tantivy.Snippet, body: str) -> str:
-    """The snippet's fragment with matched words wrapped in ** (Markdown bold, plain to read)."""
-    ranges = snippet.highlighted()
-    if not ranges:
-        # Matched only in the title or heading: show where the passage starts instead.
-        text = " ".join(body.split())
-        return text[:SNIPPET_CHARS].rstrip() + ("…" if len(text) > SNIPPET_CHARS else "")
-    fragment = snippet.fragment().encode("utf-8")  # Tantivy's ranges are byte offsets
-    out, last = [], 0
-    for r in ranges:
-        out.append(fragment[last : r.start].decode("utf-8", "replace"))
-        out.append("**" + fragment[r.start : r.end].decode("utf-8", "replace") + "**")
-        last = r.end
-    out.append(fragment[last:].decode("utf-8", "replace"))
-    return " ".join("".join(out).split())
 
 
 def _read_sidecar(sidecar: Path) -> dict | None:
@@ -557,16 +362,3 @@ def _wipe(index_dir: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
-
-
-def _command_line() -> str:
-    try:
-        return (
-            Path("/proc/self/cmdline")
-            .read_bytes()
-            .replace(b"\0", b" ")
-            .decode(errors="replace")
-            .strip()[:200]
-        )
-    except OSError:
-        return "kb"
