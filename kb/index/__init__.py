@@ -5,7 +5,7 @@ Nothing above it sees a Tantivy type, so another engine could stand behind the s
 
 from kb.index._batch import HOLDER_FILE, IndexBatch
 from kb.index._index import SearchIndex
-from kb.index._query import MAX_QUERY_CHARS, content_words
+from kb.index._query import MAX_QUERY_CHARS
 from kb.index._schema import SCHEMA_VERSION
 
-__all__ = ["HOLDER_FILE", "MAX_QUERY_CHARS", "SCHEMA_VERSION", "IndexBatch", "SearchIndex", "content_words"]
+__all__ = ["HOLDER_FILE", "MAX_QUERY_CHARS", "SCHEMA_VERSION", "IndexBatch", "SearchIndex"]
