@@ -1,8 +1,9 @@
 """Worker processes that extract files in parallel, each file within a time budget.
 
 A PDF can make pypdf spin for minutes; a thread cannot be stopped, but a process can. Each worker
-takes one file at a time over a pipe, so the pool knows which file a worker is on and since when,
-kills a worker that overruns its budget (reporting that file as failed), and starts a fresh one.
+works through the few files queued to it over a pipe, in order, so the pool knows which file a
+worker is on and since when; it kills a worker that overruns its budget (reporting that file as
+failed), hands the files queued behind it to others, and starts a fresh worker.
 Results come back in submission order, with a bounded number of files in flight.
 """
 
@@ -12,8 +13,9 @@ import contextlib
 import logging
 import multiprocessing
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, Generic, TypeVar
@@ -21,7 +23,10 @@ from typing import Any, Generic, TypeVar
 logger = logging.getLogger(__name__)
 
 _READY = "ready"
-STARTUP_TIMEOUT = 120.0  # a worker's start (imports) is not part of any file's budget
+STARTUP_TIMEOUT = 120.0
+PIPELINE_DEPTH = (
+    3  # tasks sent ahead to each worker  # a worker's start (imports) is not part of any file's budget
+)
 
 R = TypeVar("R")
 Task = tuple[Any, ...]  # the arguments of one call of the work function
@@ -44,8 +49,8 @@ def _serve(conn: Connection, work: Callable[..., object]) -> None:
 class _Worker:
     process: BaseProcess
     conn: Connection
-    seq: int | None = None  # the task it is on
-    started: float = 0.0  # when it took that task, or when it was spawned until it is ready
+    queue: deque[int] = field(default_factory=deque)  # its tasks, oldest (the one it is on) first
+    started: float = 0.0  # when it started its oldest task, or when it was spawned until it is ready
     ready: bool = False
 
 
@@ -98,6 +103,7 @@ class ExtractionPool(Generic[R]):
         while len(self._workers) < self._jobs:
             self._workers.append(self._spawn())
         pending = iter(enumerate(tasks))
+        retry: deque[tuple[int, Task]] = deque()  # queued behind a task whose worker was stopped
         inflight: dict[int, Task] = {}
         done: dict[int, R] = {}
         next_out = 0
@@ -107,29 +113,31 @@ class ExtractionPool(Generic[R]):
             while next_out in done:
                 yield done.pop(next_out)
                 next_out += 1
-            for worker in self._workers:
-                if not worker.ready or worker.seq is not None or exhausted:
-                    continue
-                if len(inflight) + len(done) >= window:
-                    break
-                item = next(pending, None)
-                if item is None:
-                    exhausted = True
-                    break
-                seq, task = item
-                worker.conn.send(task)
-                worker.seq, worker.started = seq, time.monotonic()
-                inflight[seq] = task
-            waiting = [w for w in self._workers if w.seq is not None or not w.ready]
-            if not inflight and exhausted and not done:
+            # Keep a few tasks queued at each worker, so it never idles while we write results.
+            for depth in range(PIPELINE_DEPTH):
+                for worker in self._workers:
+                    if not worker.ready or len(worker.queue) > depth or len(inflight) + len(done) >= window:
+                        continue
+                    item = retry.popleft() if retry else next(pending, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    seq, task = item
+                    worker.conn.send(task)
+                    if not worker.queue:
+                        worker.started = time.monotonic()
+                    worker.queue.append(seq)
+                    inflight[seq] = task
+            if not inflight and exhausted and not retry and not done:
                 return
-            self._collect(waiting, inflight, done)
+            self._collect(inflight, done, retry)
 
     def _deadline(self, worker: _Worker) -> float:
         return worker.started + (self._timeout if worker.ready else STARTUP_TIMEOUT)
 
-    def _collect(self, waiting: list[_Worker], inflight: dict[int, Task], done: dict[int, R]) -> None:
+    def _collect(self, inflight: dict[int, Task], done: dict[int, R], retry: deque[tuple[int, Task]]) -> None:
         """Wait for the next result or deadline; record results, stop overrunning workers."""
+        waiting = [w for w in self._workers if w.queue or not w.ready]
         budget = min(self._deadline(w) for w in waiting) - time.monotonic()
         ready = wait([w.conn for w in waiting], timeout=max(0.0, budget))
         now = time.monotonic()
@@ -143,22 +151,29 @@ class ExtractionPool(Generic[R]):
                 elif now >= self._deadline(worker):
                     raise RuntimeError(f"an extraction worker did not start within {STARTUP_TIMEOUT:g}s")
                 continue
-            seq = worker.seq
-            assert seq is not None
+            seq = worker.queue[0]
             if worker.conn in ready:
                 try:
                     done[seq] = worker.conn.recv()
-                    worker.seq = None
                 except (EOFError, OSError):
                     logger.warning("an extraction worker died; restarting it")
                     done[seq] = self._on_crash(inflight[seq])
-                    self._replace(worker)
+                    self._stop(worker, inflight, retry)
+                else:
+                    worker.queue.popleft()
+                    worker.started = now  # the next queued task starts now
             elif now >= self._deadline(worker):
                 done[seq] = self._on_timeout(inflight[seq])
-                self._replace(worker)
+                self._stop(worker, inflight, retry)
             else:
                 continue
             del inflight[seq]
+
+    def _stop(self, worker: _Worker, inflight: dict[int, Task], retry: deque[tuple[int, Task]]) -> None:
+        """Replace a worker stopped on its oldest task; the tasks queued behind it go to others."""
+        for seq in list(worker.queue)[1:]:
+            retry.append((seq, inflight.pop(seq)))
+        self._replace(worker)
 
     def close(self) -> None:
         """Stop every worker."""

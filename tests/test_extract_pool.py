@@ -69,3 +69,11 @@ def test_a_slow_task_holding_back_many_results_does_not_stall_the_pool() -> None
     tasks = [(-3,)] + [(n,) for n in range(1, 200)]
     with pool(jobs=2) as p:
         assert list(p.map(tasks)) == [9] + [n * n for n in range(1, 200)]
+
+
+def test_tasks_queued_behind_a_stopped_task_are_still_done() -> None:
+    tasks = [(n,) for n in range(1, 6)] + [(-1,)] + [(n,) for n in range(6, 30)]
+    with pool(jobs=1, timeout=1.0) as p:
+        assert list(p.map(tasks)) == [n * n for n in range(1, 6)] + ["timeout -1"] + [
+            n * n for n in range(6, 30)
+        ]
