@@ -25,7 +25,7 @@ from kb.errors import ConfigError, DocumentNotFoundError, IndexLockedError, Inde
 from kb.index._batch import HOLDER_FILE, IndexBatch, command_line, holder_of, is_lock_busy
 from kb.index._query import QueryPlan, plan_query, prefix_regex
 from kb.index._results import SNIPPET_CHARS, Vocabulary, hit
-from kb.index._schema import SCHEMA_VERSION, build_schema, section_from_record
+from kb.index._schema import SCHEMA_VERSION, build_schema, int_of, section_from_record, text_of
 from kb.models import (
     Format,
     IndexStats,
@@ -190,13 +190,13 @@ class SearchIndex:
             }
         entries = {}
         for record in self._all_of_kind("file", under):
-            entry = ManifestEntry.model_validate_json(record.get_first("manifest"))
+            entry = ManifestEntry.model_validate_json(text_of(record, "manifest"))
             entries[entry.path] = entry
         return entries
 
     def document_paths(self) -> list[str]:
         """Every indexed document's path, sorted."""
-        return sorted(record.get_first("path") for record in self._all_of_kind("file"))
+        return sorted(text_of(record, "path") for record in self._all_of_kind("file"))
 
     def get(self, doc_id: str) -> StoredDocument:
         """A whole document (`path`) or one passage (`path#fragment`), sections in order.
@@ -211,7 +211,7 @@ class SearchIndex:
             file_hits = self._file_record(path)
         if file_hits is None:
             raise DocumentNotFoundError(doc_id)
-        entry = ManifestEntry.model_validate_json(file_hits.get_first("manifest"))
+        entry = ManifestEntry.model_validate_json(text_of(file_hits, "manifest"))
         searcher = self._searcher()
         query = tantivy.Query.boolean_query(
             [
@@ -220,7 +220,7 @@ class SearchIndex:
             ]
         )
         hits = searcher.search(query, limit=max(1, searcher.num_docs), count=False).hits
-        records = sorted((searcher.doc(a) for _, a in hits), key=lambda r: r.get_first("ordinal"))
+        records = sorted((searcher.doc(a) for _, a in hits), key=lambda r: int_of(r, "ordinal") or 0)
         sections = [section_from_record(r) for r in records]
         if fragment is not None:
             sections = [s for s in sections if s.fragment == fragment]
@@ -244,8 +244,8 @@ class SearchIndex:
     def stats(self) -> IndexStats:
         """Counts and sizes for `kb status` and the `kb://status` resource."""
         searcher = self._searcher()
-        documents = searcher.search(self._term("kind", "file"), limit=1, count=True).count
-        sections = searcher.search(self._term("kind", "section"), limit=1, count=True).count
+        documents = _count(searcher.search(self._term("kind", "file"), limit=1, count=True))
+        sections = _count(searcher.search(self._term("kind", "section"), limit=1, count=True))
         size = sum(f.stat().st_size for f in self.index_dir.iterdir() if f.is_file())
         meta = self.index_dir / "meta.json"
         last = datetime.fromtimestamp(meta.stat().st_mtime, UTC) if documents and meta.exists() else None
@@ -314,7 +314,7 @@ class SearchIndex:
         """The best `wanted` hits (one per document unless `all_passages`), and how many exist."""
         if all_passages:
             result = searcher.search(plan.query, limit=wanted, count=True)
-            return list(result.hits), result.count
+            return list(result.hits), _count(result)
         scan = min(max(wanted * 10, 100), MAX_HITS_SCANNED)
         while True:
             result = searcher.search(plan.query, limit=scan, count=True)
@@ -322,12 +322,16 @@ class SearchIndex:
             nums = searcher.fast_field_values("doc_num", [address for _, address in result.hits])
             for (score, address), num in zip(result.hits, nums, strict=True):
                 best.setdefault(int(num or 0), (score, address))
-            exhausted = len(result.hits) >= result.count
+            exhausted = len(result.hits) >= _count(result)
             if len(best) >= wanted or exhausted or scan >= MAX_HITS_SCANNED:
                 # When the scan was cut short there are at least this many documents, maybe more.
                 total = len(best) if exhausted else max(len(best), wanted + 1)
                 return list(best.values()), total
             scan = min(scan * 4, MAX_HITS_SCANNED)
+
+
+def _count(result: tantivy.SearchResult) -> int:
+    return int(result.count)  # type: ignore[attr-defined]  # set with count=True; missing from the stub
 
 
 def _read_sidecar(sidecar: Path) -> dict | None:

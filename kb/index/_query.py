@@ -293,10 +293,10 @@ def plan_query(
                 schema, "mtime", tantivy.FieldType.Integer, lower_bound=int(modified_after.timestamp())
             )
         )
-    text = _parse_text(index, text, vocabulary)
+    parsed = _parse_text(index, text, vocabulary)
 
     def fuzzy() -> QueryPlan | None:
-        terms = [t for t in dict.fromkeys(analyze(" ".join(text.fuzzy_words))) if _fuzzable(t)]
+        terms = [t for t in dict.fromkeys(analyze(" ".join(parsed.fuzzy_words))) if _fuzzable(t)]
         if not terms:
             return None
         query = tantivy.Query.boolean_query(
@@ -304,4 +304,4 @@ def plan_query(
         )
         return QueryPlan(_restrict(query, filters), query, lambda: None, approximate=True)
 
-    return QueryPlan(_restrict(text.query, filters), text.query, fuzzy, text.approximate)
+    return QueryPlan(_restrict(parsed.query, filters), parsed.query, fuzzy, parsed.approximate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tantivy
 
 from kb.index._query import edit_distance
+from kb.index._schema import int_of, text_of
 from kb.models import SearchHit
 
 SNIPPET_CHARS = 240
@@ -41,14 +42,14 @@ class Vocabulary:
 
 
 def hit(record: tantivy.Document, score: float, snippets: tantivy.SnippetGenerator) -> SearchHit:
-    path = record.get_first("path")
-    body = record.get_first("body") or ""
+    path = text_of(record, "path")
+    body = text_of(record, "body")
     return SearchHit(
-        id=f"{path}#{record.get_first('fragment')}",
+        id=f"{path}#{text_of(record, 'fragment')}",
         path=path,
-        title=record.get_first("title") or path,
-        heading=record.get_first("heading") or None,
-        page=record.get_first("page"),
+        title=text_of(record, "title") or path,
+        heading=text_of(record, "heading") or None,
+        page=int_of(record, "page"),
         score=round(score, 4),
         snippet=mark(snippets.snippet_from_doc(record), body),
     )

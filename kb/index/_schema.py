@@ -86,10 +86,21 @@ def file_record(entry: ManifestEntry) -> tantivy.Document:
 
 def section_from_record(record: tantivy.Document) -> Section:
     return Section(
-        fragment=record.get_first("fragment"),
-        heading=record.get_first("heading") or None,
-        page=record.get_first("page"),
-        text=record.get_first("body") or "",
-        line_start=record.get_first("line_start"),
-        line_end=record.get_first("line_end"),
+        fragment=text_of(record, "fragment"),
+        heading=text_of(record, "heading") or None,
+        page=int_of(record, "page"),
+        text=text_of(record, "body"),
+        line_start=int_of(record, "line_start"),
+        line_end=int_of(record, "line_end"),
     )
+
+
+# Tantivy's stub types every stored value as Any | None; these read one with the type kb stored.
+def text_of(record: tantivy.Document, field: str) -> str:
+    value = record.get_first(field)
+    return value if isinstance(value, str) else ""
+
+
+def int_of(record: tantivy.Document, field: str) -> int | None:
+    value = record.get_first(field)
+    return value if isinstance(value, int) else None
