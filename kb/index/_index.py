@@ -128,11 +128,12 @@ class SearchIndex:
             if batch.pending:
                 batch.commit()
         finally:
+            # Letting the segment merges finish keeps the index at a few segments: a writer
+            # dropped mid-merge abandons them, and per-batch commits would pile up segments that
+            # make every later commit slower. This also consumes the writer, releasing its lock.
+            writer.wait_merging_threads()
             with contextlib.suppress(OSError):
                 holder.unlink()
-            # Tantivy releases its lock file when the writer is dropped, not before.
-            del writer
-            gc.collect()
 
     def _acquire_writer(self, wait: float) -> tantivy.IndexWriter:
         deadline = time.monotonic() + wait
