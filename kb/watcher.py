@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 DEBOUNCE_SECONDS = 0.15  # quiet time that closes a batch
 MAX_BATCH_DELAY = 1.0  # a steady stream of events still commits this often
 MAX_PENDING_PATHS = 20_000  # beyond this, forget the paths and rescan (bounded memory)
-RETRY_SECONDS = 2.0  # after a failed batch (e.g. the writer lock is busy)
+RETRY_SECONDS = 2.0
+OBSERVER_CHECK_SECONDS = 5.0  # how soon a dead observer is noticed while nothing else happens  # after a failed batch (e.g. the writer lock is busy)
 
 STATUS_FILE = "kb-server.json"  # in the index folder, for `kb status` in another process
 
@@ -154,13 +155,16 @@ class Watcher:
                 return
             if time.monotonic() >= next_rescan:
                 rescan = True
-            if self._observer is not None and not self._observer.is_alive():
+            if not self._observer_alive():
                 logger.warning("the file watcher stopped; restarting it and rescanning")
                 self._restart_observer()
                 rescan = True
             if rescan:
                 next_rescan = time.monotonic() + self._settings.rescan_seconds
             self._apply(batch, rescan)
+
+    def _observer_alive(self) -> bool:
+        return self._observer is None or self._observer.is_alive() or self.state == "failed"
 
     def _next_batch(self, next_rescan: float) -> tuple[set[str] | None, bool]:
         """Wait for events to settle (or the periodic rescan); None when stopping."""
@@ -175,10 +179,10 @@ class Watcher:
                     if quiet >= DEBOUNCE_SECONDS or waited >= MAX_BATCH_DELAY:
                         break
                     self._cond.wait(min(DEBOUNCE_SECONDS - quiet, MAX_BATCH_DELAY - waited))
-                elif now >= next_rescan:
+                elif now >= next_rescan or not self._observer_alive():
                     break
                 else:
-                    self._cond.wait(min(next_rescan - now, 5.0))
+                    self._cond.wait(min(next_rescan - now, OBSERVER_CHECK_SECONDS))
             batch, rescan = self._pending, self._rescan
             self._pending, self._rescan = set(), False
             self._first_event = self._last_event = 0.0
