@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 DEBOUNCE_SECONDS = 0.15  # quiet time that closes a batch
 MAX_BATCH_DELAY = 1.0  # a steady stream of events still commits this often
 MAX_PENDING_PATHS = 20_000  # beyond this, forget the paths and rescan (bounded memory)
-RETRY_SECONDS = 2.0
-OBSERVER_CHECK_SECONDS = 5.0  # how soon a dead observer is noticed while nothing else happens  # after a failed batch (e.g. the writer lock is busy)
+RETRY_SECONDS = 2.0  # after a failed batch (e.g. the writer lock is busy)
+OBSERVER_CHECK_SECONDS = 5.0  # how soon a dead observer is noticed while nothing else happens
 
 STATUS_FILE = "kb-server.json"  # in the index folder, for `kb status` in another process
 
