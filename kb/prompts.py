@@ -4,6 +4,7 @@ of the arguments that name documents."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
@@ -24,9 +25,18 @@ from mcp_types import (
 from pydantic import Field
 
 from kb.errors import KbError
-from kb.resources import DOC_TEMPLATE, doc_uri, kb_state, read_document_text
+from kb.resources import (
+    DOC_TEMPLATE,
+    NotIndexedYetError,
+    confine_path,
+    doc_uri,
+    kb_state,
+    load_document,
+    read_document_text,
+)
 
 if TYPE_CHECKING:
+    from kb.models import StoredDocument
     from kb.server import KbRuntime, KbState
 
 logger = logging.getLogger(__name__)
@@ -88,20 +98,24 @@ def register_prompts(server: MCPServer[Any], runtime: KbRuntime) -> None:
             found = await anyio.to_thread.run_sync(
                 lambda: state.index.search(topic, limit=limit, all_passages=True)
             )
-            passages = [await anyio.to_thread.run_sync(state.index.get, hit.id) for hit in found.results]
         except KbError as exc:
             raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
+        passages = [
+            (hit, doc)
+            for hit in found.results
+            if (doc := await anyio.to_thread.run_sync(_passage, state, hit.id)) is not None
+        ]
         if not passages:
             return [UserMessage(f"The knowledge base has no passages about {topic!r}. Say so; do not guess.")]
         messages: list[Message] = []
-        for hit, doc in zip(found.results, passages, strict=True):
+        for hit, doc in passages:
             section = doc.sections[0]
             where = section.heading or (f"page {section.page}" if section.page else doc.title)
             text = f"[{hit.id}] {doc.title} - {where}\n\n{section.text}"
             messages.append(UserMessage(_resource(doc_uri(doc.path, section.fragment), "text/plain", text)))
         ask = (
             f"Using only the {len(passages)} passages above, synthesize what the knowledge base says about "
-            f"{topic!r}. Cite each claim with the passage id in brackets, e.g. [{found.results[0].id}]. "
+            f"{topic!r}. Cite each claim with the passage id in brackets, e.g. [{passages[0][0].id}]. "
             "Point out where sources disagree and what they leave open."
         )
         if state.syncing:
@@ -143,25 +157,62 @@ def register_prompts(server: MCPServer[Any], runtime: KbRuntime) -> None:
                 return None
         elif not (ref.uri == DOC_TEMPLATE and argument.name == "path"):
             return None
-        paths = await anyio.to_thread.run_sync(runtime.require_state().index.document_paths)
-        return complete_paths(paths, argument.value)
+        state = runtime.require_state()
+        paths = await anyio.to_thread.run_sync(state.index.document_paths)
+        return await anyio.to_thread.run_sync(
+            lambda: complete_paths(paths, argument.value, servable=lambda p: _servable(state, p))
+        )
 
 
-def complete_paths(paths: list[str], typed: str) -> Completion:
-    """Paths starting with `typed` first, then paths containing it (case-insensitively), at most 100."""
+def complete_paths(
+    paths: list[str], typed: str, servable: Callable[[str], bool] = lambda _: True
+) -> Completion:
+    """Paths starting with `typed` first, then paths containing it (case-insensitively), at most 100.
+
+    Only paths that `servable` accepts are offered (checked for the ones offered, not all matches),
+    so a completion never names a file that a read would refuse.
+    """
     needle = typed.lower()
     prefix = [p for p in paths if p.lower().startswith(needle)]
     inside = [p for p in paths if needle in p.lower() and not p.lower().startswith(needle)]
     matches = prefix + inside
-    return Completion(
-        values=matches[:MAX_COMPLETIONS], total=len(matches), has_more=len(matches) > MAX_COMPLETIONS
-    )
+    values: list[str] = []
+    refused = 0
+    for path in matches:
+        if len(values) == MAX_COMPLETIONS:
+            break
+        if servable(path):
+            values.append(path)
+        else:
+            refused += 1
+    total = len(matches) - refused
+    return Completion(values=values, total=total, has_more=total > len(values))
+
+
+def _passage(state: KbState, doc_id: str) -> StoredDocument | None:
+    """A found passage, read like fetch reads it (its file confined again); None if now refused."""
+    try:
+        return load_document(state, doc_id)
+    except KbError as exc:
+        logger.debug("passage %s left out of the prompt: %s", doc_id, exc)
+        return None
+
+
+def _servable(state: KbState, path: str) -> bool:
+    """Whether an indexed path still passes confinement (it may have become a link out since)."""
+    try:
+        confine_path(state, path)
+    except KbError:
+        return False
+    return True
 
 
 async def _embed(state: KbState, path: str) -> EmbeddedResource:
     """The document as an embedded resource, cut at a bound a model can take."""
     try:
         text, mime_type = await anyio.to_thread.run_sync(read_document_text, state, path)
+    except NotIndexedYetError as exc:
+        raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
     except KbError as exc:
         raise MCPError(
             code=INVALID_PARAMS, message=f"{exc} (complete the argument or search for the document first)"

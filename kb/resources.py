@@ -10,7 +10,10 @@ import base64
 import binascii
 import json
 import logging
+import os
+import stat
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
@@ -22,8 +25,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, Annotations, ListResourcesResult, PaginatedRequestParams, Resource
 
 from kb import _sdk_compat, sources
-from kb.errors import DocumentNotFoundError, PathRefusedError
-from kb.extractors import format_for
+from kb.errors import DocumentNotFoundError, KbError, PathRefusedError
+from kb.extractors import extract, format_for
 from kb.models import Format, ManifestEntry, StoredDocument
 
 if TYPE_CHECKING:
@@ -97,26 +100,193 @@ def render_sections(doc: StoredDocument) -> str:
     return "\n\n".join(blocks)
 
 
-def read_document_text(state: KbState, path: str) -> tuple[str, str]:
-    """The text of an indexed document as its resource serves it, and its MIME type.
+class NotIndexedYetError(DocumentNotFoundError):
+    """A document that exists under the root but that the running first sync has not indexed yet."""
 
-    Markdown, text and HTML are the file as written (read again, through confinement); a PDF is its
-    page-marked extracted text.
+    def __init__(self, doc_id: str) -> None:
+        self.doc_id = doc_id
+        KbError.__init__(self, f"kb is still indexing and has not reached {doc_id!r} yet; try again shortly")
+
+
+def confine_path(state: KbState, path: str) -> Path:
+    """The gate for every path a client names (resource URIs, prompt arguments, completions, the
+    path part of fetch ids): `sources.confine` against the root, with the size cap, at read time.
 
     Raises:
-        DocumentNotFoundError: the path is not an indexed document.
-        PathRefusedError: the path may not be served, or the file is gone.
+        DocumentNotFoundError: nothing is there (say so, and point the model at search).
+        PathRefusedError: the path may not be served (escapes the root, also through a symlink made
+            after indexing; hidden, ignored, not a regular file, too large).
     """
-    doc = state.index.get(path)
-    if doc.format == "pdf":
-        return render_sections(doc), MIME_TYPES["pdf"]
-    file = sources.confine(state.settings.root, path)
-    data = file.read_bytes()
     try:
-        text = data.decode("utf-8-sig")
+        return sources.confine(state.settings.root, path, max_file_bytes=state.settings.max_file_bytes)
+    except PathRefusedError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            raise DocumentNotFoundError(path) from exc
+        raise
+
+
+def check_path_syntax(path: str) -> None:
+    """Refuse a path, or a search path filter, by its spelling alone: the rules `confine` applies
+    before it looks at the disk ('..' also when %-encoded, absolute, file:, control characters,
+    backslashes, hidden segments).
+
+    Raises:
+        PathRefusedError: the spelling is refused.
+    """
+    # A path filter names no single file, so it cannot go through `confine` itself; this is
+    # confine's own first step. (sources keeps it private; it would read better public.)
+    sources._check_syntax(path)
+
+
+def confine_id(state: KbState, doc_id: str) -> tuple[str, Path]:
+    """The document path of a fetch id (`path` or `path#fragment`) and its confined file.
+
+    Raises:
+        DocumentNotFoundError: no file has this id's path.
+        PathRefusedError: the id's path may not be served.
+    """
+    try:
+        return doc_id, confine_path(state, doc_id)
+    except (DocumentNotFoundError, PathRefusedError):
+        if "#" not in doc_id:
+            raise
+    path = doc_id.rsplit("#", 1)[0]
+    try:
+        return path, confine_path(state, path)
+    except DocumentNotFoundError:
+        raise DocumentNotFoundError(doc_id) from None
+
+
+def load_document(state: KbState, doc_id: str) -> StoredDocument:
+    """A document or passage by id, for fetch: from the index, after confining its path again.
+
+    While the first sync runs, a document it has not reached is extracted from the file instead,
+    so a read never claims that a file which is there is absent (see `_extract_unindexed`).
+
+    Raises:
+        DocumentNotFoundError: no such document or passage (`NotIndexedYetError` while indexing).
+        PathRefusedError: the id's path may not be served.
+        ExtractionError: an unindexed file could not be extracted.
+    """
+    path, file = confine_id(state, doc_id)
+    try:
+        return state.index.get(doc_id)
+    except DocumentNotFoundError:
+        if not state.syncing:
+            raise
+    doc = _extract_unindexed(state, doc_id, path, file)
+    if path != doc_id:
+        fragment = doc_id[len(path) + 1 :]
+        doc.sections = [s for s in doc.sections if s.fragment == fragment]
+        if not doc.sections:
+            raise NotIndexedYetError(doc_id)
+    return doc
+
+
+def read_document_text(state: KbState, path: str) -> tuple[str, str]:
+    """The text of a document as its resource serves it, and its MIME type.
+
+    Markdown, text and HTML are the file as written (read again, through confinement); a PDF is its
+    page-marked extracted text. While the first sync runs, a text file it has not reached yet is
+    read from disk all the same.
+
+    Raises:
+        DocumentNotFoundError: the path is not an indexed document (`NotIndexedYetError` while indexing).
+        PathRefusedError: the path may not be served.
+    """
+    file = confine_path(state, path)
+    try:
+        fmt = state.index.get(path).format  # PDFs aside, only the format: the text is the file
+    except DocumentNotFoundError:
+        unindexed = format_for(path)
+        if not state.syncing or unindexed is None:
+            raise
+        if unindexed == "pdf":
+            raise NotIndexedYetError(path) from None
+        fmt = unindexed
+    if fmt == "pdf":
+        return render_sections(state.index.get(path)), MIME_TYPES["pdf"]
+    data, _ = read_inside(state.settings.root, file, state.settings.max_file_bytes)
+    return _decode(data), MIME_TYPES[fmt]
+
+
+def _extract_unindexed(state: KbState, doc_id: str, path: str, file: Path) -> StoredDocument:
+    """A file the running first sync has not indexed yet, extracted the way the sync would.
+
+    Markdown, text and HTML extract in microseconds and are bounded by the size cap, so they are
+    served at once. A PDF is not: its extraction can spin for minutes, and only the sync's worker
+    processes can stop it, so the model is told to try again shortly instead.
+    """
+    fmt = format_for(path)
+    if fmt is None:  # the walk passes over other extensions; so does every read
+        raise DocumentNotFoundError(doc_id)
+    if fmt == "pdf":
+        raise NotIndexedYetError(doc_id)
+    data, st = read_inside(state.settings.root, file, state.settings.max_file_bytes)
+    document = extract(path, data)
+    return StoredDocument(
+        path=path,
+        format=document.format,
+        title=document.title,
+        tags=sorted({t.lower() for t in document.tags}),
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        sections=document.sections,
+    )
+
+
+def read_inside(root: Path, file: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
+    """Read a confined file, at most `max_bytes`, without following a link on the way.
+
+    `confine` resolved `file` a moment ago, but a folder or the file itself could have been swapped
+    for a link out of the root since. Opening one component at a time below the root with
+    O_NOFOLLOW closes that gap where the platform allows it.
+
+    Raises:
+        PathRefusedError: a component became a link, or the file is no longer a regular file or
+            has outgrown the size cap.
+    """
+    rel = file.relative_to(root.resolve())
+    shown = rel.as_posix()
+    try:
+        if _OPEN_AT:
+            fd = _open_below(root.resolve(), rel.parts)
+        else:  # pragma: no cover - Windows: confine's check a moment ago is the guard
+            fd = os.open(file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise PathRefusedError(shown, "the path changed while it was being read") from exc
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise PathRefusedError(shown, "not a regular file")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PathRefusedError(shown, "larger than the size cap")
+    return data, st
+
+
+_OPEN_AT = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
+
+
+def _open_below(root: Path, parts: tuple[str, ...]) -> int:
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, nofollow | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        # O_NONBLOCK: a fifo swapped in must not hang the open; reads of a regular file ignore it.
+        return os.open(parts[-1], nofollow | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = data.decode("latin-1")  # the extractors accept Latin-1 text too
-    return text, MIME_TYPES[doc.format]
+        return data.decode("latin-1")  # the extractors accept Latin-1 text too
 
 
 def register_resources(server: MCPServer[Any], runtime: KbRuntime) -> None:

@@ -13,10 +13,11 @@ import ipaddress
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.from_thread
@@ -33,7 +34,7 @@ from mcp.server.subscriptions import (
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kb import ingest
+from kb import audit, ingest
 from kb.config import Settings
 from kb.errors import ConfigError, KbError
 from kb.index import SearchIndex
@@ -250,6 +251,7 @@ def build_server(settings: Settings, *, runtime: KbRuntime | None = None) -> MCP
         log_level="WARNING",
         subscriptions=runtime.bus,
     )
+    audit.install(server)  # first: the outermost middleware, so its duration covers the others
     register_tools(server)
     register_resources(server, runtime)
     runtime.sessions.install(server)
@@ -347,6 +349,8 @@ def http_app(
             max_request_body_size=MAX_REQUEST_BODY_BYTES,
             host=host,
         )
+    if _is_unspecified(host):
+        app = OriginCheckMiddleware(app, port, settings.allow_origins)
     if settings.token:
         app = BearerTokenMiddleware(app, settings.token)
     return app
@@ -355,7 +359,8 @@ def http_app(
 def transport_security(settings: Settings, host: str, port: int) -> TransportSecuritySettings:
     """DNS-rebinding protection: the Host must name the bound address, the Origin be it or allowed."""
     if _is_unspecified(host):
-        # Bound to every interface: any Host may be legitimate, so the token (required) guards it.
+        # Bound to every interface: any Host may be legitimate, so the SDK's check is off; the token
+        # (required) guards access and `OriginCheckMiddleware` keeps foreign browser pages out.
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
     names = (
         ["127.0.0.1", "localhost", "[::1]"] if _is_loopback(host) else [f"[{host}]" if ":" in host else host]
@@ -396,16 +401,61 @@ class BearerTokenMiddleware:
         if hmac.compare_digest(given, self._expected):
             await self.app(scope, receive, send)
             return
-        body = b'{"error": "unauthorized", "error_description": "send Authorization: Bearer <token>"}'
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Bearer realm="kb"'),
-                ],
-            }
+        await _refuse(
+            send,
+            401,
+            b'{"error": "unauthorized", "error_description": "send Authorization: Bearer <token>"}',
+            [(b"www-authenticate", b'Bearer realm="kb"')],
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+class OriginCheckMiddleware:
+    """Refuse a browser Origin that is neither this server nor allowed (`--allow-origin`): 403.
+
+    For wildcard binds (0.0.0.0, ::), where kb cannot list the host names it answers to and the
+    SDK's Host/Origin check is therefore off. A request without Origin (not from a browser page)
+    passes, as does an Origin naming the very host the request was sent to, on the bound port.
+    """
+
+    def __init__(self, app: ASGIApp, port: int, allowed: list[str]) -> None:
+        self.app = app
+        self.port = port
+        self.allowed = {origin.rstrip("/").lower() for origin in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        origin, host = headers.get(b"origin"), headers.get(b"host", b"")
+        if origin is None or self.allows(origin.decode("latin-1"), host.decode("latin-1")):
+            await self.app(scope, receive, send)
+            return
+        await _refuse(send, 403, b'{"error": "forbidden", "error_description": "origin not allowed"}')
+
+    def allows(self, origin: str, host: str) -> bool:
+        """Whether a request to `host` (its Host header) may come from a page at `origin`."""
+        origin = origin.strip().rstrip("/").lower()
+        if origin in self.allowed:
+            return True
+        parts = urlsplit(origin)
+        try:
+            port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        except ValueError:  # a port that is not a number
+            return False
+        return parts.scheme in ("http", "https") and parts.netloc == host.lower() and port == self.port
+
+
+async def _refuse(send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

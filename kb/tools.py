@@ -15,16 +15,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from kb.errors import KbError
+from kb.errors import KbError, PathRefusedError
 from kb.index import MAX_QUERY_CHARS
 from kb.models import Format, SearchResults
-from kb.resources import doc_url, iso_mtime, kb_state, render_sections
+from kb.resources import check_path_syntax, doc_url, iso_mtime, kb_state, load_document, render_sections
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -169,7 +170,7 @@ def register_tools(server: MCPServer[Any]) -> None:
     ) -> Annotated[CallToolResult, FetchOutput]:
         state = kb_state(ctx)
         with _as_tool_error():
-            doc = state.index.get(id)
+            doc = await anyio.to_thread.run_sync(load_document, state, id)
         text = render_sections(doc)
         total = len(text)
         if offset > total or (offset == total and total > 0):
@@ -260,13 +261,15 @@ def _parse_when(value: str | None) -> datetime | None:
 
 
 def _check_path_filter(path: str | None) -> str | None:
-    """Refuse a path filter that points outside the root; folders and globs are otherwise the index's."""
+    """Refuse a path filter that points outside the root or at hidden files, by the same spelling
+    rules as every path a client names; folders and globs are otherwise the index's to match."""
     if path is None or not path.strip():
         return None
-    if path.startswith("/") or "\\" in path or any(ord(c) < 32 for c in path):
+    try:
+        check_path_syntax(path)
+    except PathRefusedError as exc:
         raise ToolError(
-            f"path filter {path!r} must be relative to the knowledge base root, with '/' separators"
-        )
-    if ".." in path.split("/"):
-        raise ToolError(f"path filter {path!r} may not contain '..'")
+            f"path filter {path!r} refused ({exc.reason}); use a folder relative to the knowledge base "
+            "root like 'guide/' or a glob like '*.md'"
+        ) from exc
     return path

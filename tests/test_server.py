@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import httpx2 as httpx
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
 from mcp_helpers import MODES, anyio_backend, connected, index_now, make_settings  # noqa: F401
 
 from kb.errors import ConfigError
@@ -68,6 +68,39 @@ async def test_search_while_the_first_sync_runs_says_results_may_be_incomplete(s
     assert data["results"]  # what is already committed is served at once
     assert "indexing" not in after.structured_content
     assert "new.md" in {hit["path"] for hit in after.structured_content["results"]}
+
+
+async def test_reads_while_the_first_sync_runs_serve_files_it_has_not_reached(settings):
+    (settings.root / "new.md").write_text("# New\n\nA fresh kangaroo note.\n")
+    (settings.root / "new.pdf").write_bytes(b"%PDF-1.4 not yet indexed")
+    holder = SearchIndex.open(settings.index_dir, settings.root)
+    runtime = KbRuntime(settings)
+    try:
+        with ExitStack() as writer:
+            writer.enter_context(holder.batch(wait=5))  # the server's sync waits behind this writer
+            async with Client(build_server(settings, runtime=runtime), cache=None) as client:
+                assert runtime.require_state().syncing
+                fetched = await client.call_tool("fetch", {"id": "new.md"})
+                passage = await client.call_tool("fetch", {"id": "new.md#new"})
+                resource = await client.read_resource("kb://doc/new.md")
+                prompt = await client.get_prompt("summarize_document", {"path": "new.md"})
+                pdf = await client.call_tool("fetch", {"id": "new.pdf"})
+                with pytest.raises(MCPError) as pdf_resource:
+                    await client.read_resource("kb://doc/new.pdf")
+                absent = await client.call_tool("fetch", {"id": "absent.md"})
+                writer.close()
+    finally:
+        holder.close()
+    assert not fetched.is_error and "A fresh kangaroo note." in fetched.structured_content["text"]
+    assert fetched.structured_content["title"] == "New"
+    assert passage.structured_content["text"] == "# New\nA fresh kangaroo note."
+    assert resource.contents[0].text == "# New\n\nA fresh kangaroo note.\n"
+    assert resource.contents[0].mime_type == "text/markdown"
+    assert "A fresh kangaroo note." in prompt.messages[0].content.resource.text
+    # PDFs are extracted only by the sync's time-boxed workers: kb says to come back, not "absent".
+    assert pdf.is_error and "still indexing" in pdf.content[0].text
+    assert "still indexing" in pdf_resource.value.error.message
+    assert absent.is_error and "use the search tool" in absent.content[0].text  # not on disk at all
 
 
 def test_binding_beyond_loopback_without_a_token_is_refused(tmp_path):

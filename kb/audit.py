@@ -1,0 +1,145 @@
+"""Action logging: one record per tool call, resource read and prompt, so an operator can see what an
+assistant read.
+
+The record goes to the `kb.audit` logger (the CLI sends it to stderr): a text line by default, and
+with `--log-format json` one JSON object whose fields come from the record's `fields` dict:
+
+    tools/call search query='install linux' limit=5 -> ok 1834 chars in 12.4 ms [client inspector/0.17]
+
+It is one server middleware, so no handler logs for itself and every way a request can end (a tool
+error, a protocol error, invalid arguments) is seen in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from mcp.server import MCPServer, ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult
+from pydantic import BaseModel, ValidationError
+
+from kb import _sdk_compat
+
+logger = logging.getLogger(__name__)
+
+AUDITED = ("tools/call", "resources/read", "prompts/get")
+MAX_VALUE_CHARS = 80  # each argument value in the summary
+MAX_ARGUMENTS = 10
+MAX_ERROR_CHARS = 200
+
+Outcome = Literal["ok", "error"]
+
+
+def install(server: MCPServer[Any]) -> None:
+    """Log every tool call, resource read and prompt get that `server` answers."""
+    # Public (though "provisional" in mcp 2.3), and the one hook that also sees requests the SDK
+    # refuses before a handler runs (unknown tool, invalid arguments).
+    server.middleware.append(_audit)
+
+
+async def _audit(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    if ctx.request_id is None or ctx.method not in AUDITED:
+        return await call_next(ctx)
+    started = time.perf_counter()
+    try:
+        result = await call_next(ctx)
+    except Exception as exc:  # recorded and re-raised untouched: the SDK turns it into the response
+        _log(ctx, started, "error", 0, _error_text(exc))
+        raise
+    data = result.model_dump(mode="json", by_alias=True) if isinstance(result, BaseModel) else result or {}
+    if data.get("isError"):
+        _log(ctx, started, "error", result_chars(data), _error_text(_tool_error(data)))
+    else:
+        _log(ctx, started, "ok", result_chars(data), None)
+    return result
+
+
+def _log(
+    ctx: ServerRequestContext[Any, Any], started: float, outcome: Outcome, size: int, error: str | None
+) -> None:
+    params: Mapping[str, Any] = ctx.params or {}
+    name = str(params.get("uri") if ctx.method == "resources/read" else params.get("name", "?"))
+    arguments = params.get("arguments") if ctx.method != "resources/read" else None
+    summary = summarize_arguments(arguments if isinstance(arguments, Mapping) else {})
+    fields: dict[str, Any] = {
+        "action": ctx.method,
+        "name": _truncate(name, 4 * MAX_VALUE_CHARS),
+        "arguments": summary,
+        "outcome": outcome,
+        "result_chars": size,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        **client_of(ctx),
+    }
+    if error is not None:
+        fields["error"] = error
+    args = " ".join(f"{key}={value!r}" for key, value in summary.items())
+    line = f"{ctx.method} {fields['name']}{' ' + args if args else ''} -> {outcome}"
+    line += f" {size} chars in {fields['duration_ms']} ms"
+    if error is not None:
+        line += f" ({error})"
+    client = " ".join(f"{key} {fields[key]}" for key in ("client", "session") if key in fields)
+    if client:
+        line += f" [{client}]"
+    logger.info("%s", line, extra={"fields": fields})
+
+
+def summarize_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments as a log can show them: at most 10, each value cut to 80 characters."""
+    summary: dict[str, Any] = {}
+    for key, value in list(arguments.items())[:MAX_ARGUMENTS]:
+        if isinstance(value, bool | int | float) or value is None:
+            summary[str(key)] = value
+        else:
+            summary[str(key)] = _truncate(value if isinstance(value, str) else repr(value), MAX_VALUE_CHARS)
+    if len(arguments) > MAX_ARGUMENTS:
+        summary["..."] = f"{len(arguments) - MAX_ARGUMENTS} more"
+    return summary
+
+
+def result_chars(data: Mapping[str, Any]) -> int:
+    """How many characters of text a tools/call, resources/read or prompts/get result carried."""
+    total = 0
+    for item in [*data.get("content", ()), *data.get("contents", ())]:
+        total += _content_chars(item)
+    for message in data.get("messages", ()):
+        total += _content_chars(message.get("content", {}))
+    return total
+
+
+def _content_chars(item: Mapping[str, Any]) -> int:
+    if "resource" in item:  # an embedded resource
+        item = item["resource"]
+    return len(item.get("text") or "") + len(item.get("blob") or "")
+
+
+def client_of(ctx: ServerRequestContext[Any, Any]) -> dict[str, str]:
+    """The client's `name/version` as it introduced itself, and the HTTP session id, when known."""
+    found: dict[str, str] = {}
+    client_params = ctx.session.client_params
+    if client_params is not None:
+        info = client_params.client_info
+        found["client"] = _truncate(f"{info.name}/{info.version}", MAX_VALUE_CHARS)
+    session_id = _sdk_compat.connection_of(ctx).session_id
+    if session_id:
+        found["session"] = session_id
+    return found
+
+
+def _tool_error(data: Mapping[str, Any]) -> str:
+    texts = [item.get("text", "") for item in data.get("content", ()) if item.get("type") == "text"]
+    return " ".join(texts) or "tool error"
+
+
+def _error_text(error: BaseException | str) -> str:
+    if isinstance(error, ValidationError):
+        text = f"invalid params: {error.error_count()} validation error(s)"
+    else:
+        text = str(error) or type(error).__name__
+    return _truncate(" ".join(text.split()), MAX_ERROR_CHARS)
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
