@@ -1,6 +1,7 @@
 """kb's speed benchmark: one command, one table. See benchmarks/README.md for what each figure means.
 
 python benchmarks/run.py [--corpus DIR | --markdown-tar PATH] [--pdf-tar PATH] [--synthetic N] [--quick]
+                         [--skip-freshness]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import _corpus
+import _freshness
 import _mcp
 from _procs import Measured, measure
 
@@ -107,6 +109,15 @@ def bench_synthetic(n: int, tmp: Path) -> dict[str, Any]:
     }
 
 
+def bench_freshness(md: Path, tmp: Path) -> dict[str, Any]:
+    root, index_dir = md, tmp / "md-index"  # a temporary copy already: edited in place
+    if not md.is_relative_to(tmp):  # --corpus DIR is the user's folder: edit an indexed copy instead
+        root, index_dir = tmp / "fresh", tmp / "fresh-index"
+        shutil.copytree(md, root, ignore=shutil.ignore_patterns(".*"))
+        kb_index(root, index_dir)
+    return _freshness.freshness(root, index_dir, edits=50, burst=1000)
+
+
 def _attempt(figures: dict[str, Any], key: str, fn: Any, *args: Any) -> None:
     """Record a section's figures, or what failed, and go on with the others."""
     print(f"... {key}", file=sys.stderr, flush=True)
@@ -140,6 +151,9 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=300, help="timed MCP searches [300; --quick: 50]")
     parser.add_argument("--ready-runs", type=int, default=5, help="kb serve starts to time [5; --quick: 3]")
     parser.add_argument("--quick", action="store_true", help="smoke test: 300 files, 50 queries, 3 starts")
+    parser.add_argument(
+        "--skip-freshness", action="store_true", help="skip the live freshness section (about 1 minute)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     args = parser.parse_args()
     queries, ready_runs = (min(args.queries, 50), min(args.ready_runs, 3)) if args.quick else (
@@ -160,6 +174,8 @@ def main() -> int:
             _attempt(
                 figures, "search", _mcp.search_latency, md, tmp / "md-index", _corpus.queries(md, queries)
             )
+            if not args.skip_freshness:  # last: it edits the corpus and adds files to it
+                _attempt(figures, "freshness", bench_freshness, md, tmp)
         if args.synthetic:
             _attempt(figures, "synthetic", bench_synthetic, args.synthetic, tmp)
     print(json.dumps(figures, indent=2) if args.json else table(figures))
@@ -223,6 +239,32 @@ def table(f: dict[str, Any]) -> str:
         row("  p50 / p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms", "<= 2 / 15 ms")
         row("  p90, max", f"{s['p90_ms']:.1f} ms, {s['max_ms']:.1f} ms")
         row("  start-up sync settled after", f"{s['sync_settled_s']:.2f} s (before timing)")
+    if "freshness" in f and (w := section("freshness", "Live freshness (kb serve's watcher, through MCP)")):
+        e, b = w["save"], w["burst"]
+        row(
+            "  edits",
+            f"{e['edits']} ({e['timeouts']} not found within {e['timeout_s']:.0f} s), "
+            f"search polled every {e['poll_ms']:.0f} ms",
+        )
+        row(
+            "  save to searchable",
+            f"p50 {e['p50_ms']:.0f} / p99 {e['p99_ms']:.0f} ms, max {e['max_ms']:.0f} ms",
+            "p50 <= 0.5 s",
+        )
+        row("  plain write / atomic save", f"p50 {e['plain_p50_ms']:.0f} / {e['atomic_p50_ms']:.0f} ms")
+        row("  first 10 / last 10 edits", f"p50 {e['first10_p50_ms']:.0f} / {e['last10_p50_ms']:.0f} ms")
+        if (commit := e["to_commit_p50_ms"]) is not None:
+            row("  of which save to commit", f"p50 {commit:.0f} ms (debounce 150 ms + the batch's sync)")
+        row(
+            f"  burst of {b['files']:,} new files",
+            f"last found after {b['last_found_s']:.2f} s, all {b['files']:,} counted after "
+            f"{b['all_indexed_s']:.2f} s (written in {b['write_s']:.2f} s)",
+        )
+        row(
+            "  index segments",
+            f"{w['segments_before']} before, {w['segments_after_edits']} after the edits, "
+            f"{w['segments_after_burst']} after the burst",
+        )
     if "synthetic" in f and (y := section("synthetic", "Synthetic tree")):
         row("  files, size", f"{y['files']:,} files, {y['mb']:.1f} MB")
         run("kb index, cold", y["cold"], goal="<= 400 MB")
