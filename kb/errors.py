@@ -7,6 +7,7 @@
     ├── ExtractionError        one file could not be turned into a Document (carries path)
     ├── PathRefusedError       a path would escape the root or names a hidden/ignored file
     ├── DocumentNotFoundError  no indexed document or passage has this id (carries doc_id)
+    │   └── NotIndexedYetError the file exists, but the first sync has not reached it yet
     └── QueryError             a search request is out of bounds (carries query)
 
 Only the CLI turns these into messages and exit codes; the MCP server turns them into tool errors.
@@ -82,3 +83,11 @@ class QueryError(KbError):
         self.query = query
         self.reason = reason
         super().__init__(reason)
+
+
+class NotIndexedYetError(DocumentNotFoundError):
+    """A document that exists under the root but that the running first sync has not indexed yet."""
+
+    def __init__(self, doc_id: str) -> None:
+        self.doc_id = doc_id
+        KbError.__init__(self, f"kb is still indexing and has not reached {doc_id!r} yet; try again shortly")

@@ -24,10 +24,9 @@ from mcp_types import (
 )
 from pydantic import Field
 
-from kb.errors import KbError
+from kb.errors import KbError, NotIndexedYetError
 from kb.resources import (
     DOC_TEMPLATE,
-    NotIndexedYetError,
     confine_path,
     doc_uri,
     kb_state,

@@ -10,8 +10,6 @@ import base64
 import binascii
 import json
 import logging
-import os
-import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -25,7 +23,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, Annotations, ListResourcesResult, PaginatedRequestParams, Resource
 
 from kb import _sdk_compat, sources
-from kb.errors import DocumentNotFoundError, KbError, PathRefusedError
+from kb.errors import DocumentNotFoundError, NotIndexedYetError, PathRefusedError
 from kb.extractors import extract, format_for
 from kb.models import Format, ManifestEntry, StoredDocument
 
@@ -100,14 +98,6 @@ def render_sections(doc: StoredDocument) -> str:
     return "\n\n".join(blocks)
 
 
-class NotIndexedYetError(DocumentNotFoundError):
-    """A document that exists under the root but that the running first sync has not indexed yet."""
-
-    def __init__(self, doc_id: str) -> None:
-        self.doc_id = doc_id
-        KbError.__init__(self, f"kb is still indexing and has not reached {doc_id!r} yet; try again shortly")
-
-
 def confine_path(state: KbState, path: str) -> Path:
     """The gate for every path a client names (resource URIs, prompt arguments, completions, the
     path part of fetch ids): `sources.confine` against the root, with the size cap, at read time.
@@ -123,19 +113,6 @@ def confine_path(state: KbState, path: str) -> Path:
         if isinstance(exc.__cause__, FileNotFoundError):
             raise DocumentNotFoundError(path) from exc
         raise
-
-
-def check_path_syntax(path: str) -> None:
-    """Refuse a path, or a search path filter, by its spelling alone: the rules `confine` applies
-    before it looks at the disk ('..' also when %-encoded, absolute, file:, control characters,
-    backslashes, hidden segments).
-
-    Raises:
-        PathRefusedError: the spelling is refused.
-    """
-    # A path filter names no single file, so it cannot go through `confine` itself; this is
-    # confine's own first step. (sources keeps it private; it would read better public.)
-    sources._check_syntax(path)
 
 
 def confine_id(state: KbState, doc_id: str) -> tuple[str, Path]:
@@ -206,7 +183,7 @@ def read_document_text(state: KbState, path: str) -> tuple[str, str]:
         fmt = unindexed
     if fmt == "pdf":
         return render_sections(state.index.get(path)), MIME_TYPES["pdf"]
-    data, _ = read_inside(state.settings.root, file, state.settings.max_file_bytes)
+    data, _ = sources.read_inside(state.settings.root, file, state.settings.max_file_bytes)
     return _decode(data), MIME_TYPES[fmt]
 
 
@@ -222,7 +199,7 @@ def _extract_unindexed(state: KbState, doc_id: str, path: str, file: Path) -> St
         raise DocumentNotFoundError(doc_id)
     if fmt == "pdf":
         raise NotIndexedYetError(doc_id)
-    data, st = read_inside(state.settings.root, file, state.settings.max_file_bytes)
+    data, st = sources.read_inside(state.settings.root, file, state.settings.max_file_bytes)
     document = extract(path, data)
     return StoredDocument(
         path=path,
@@ -233,53 +210,6 @@ def _extract_unindexed(state: KbState, doc_id: str, path: str, file: Path) -> St
         mtime_ns=st.st_mtime_ns,
         sections=document.sections,
     )
-
-
-def read_inside(root: Path, file: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
-    """Read a confined file, at most `max_bytes`, without following a link on the way.
-
-    `confine` resolved `file` a moment ago, but a folder or the file itself could have been swapped
-    for a link out of the root since. Opening one component at a time below the root with
-    O_NOFOLLOW closes that gap where the platform allows it.
-
-    Raises:
-        PathRefusedError: a component became a link, or the file is no longer a regular file or
-            has outgrown the size cap.
-    """
-    rel = file.relative_to(root.resolve())
-    shown = rel.as_posix()
-    try:
-        if _OPEN_AT:
-            fd = _open_below(root.resolve(), rel.parts)
-        else:  # pragma: no cover - Windows: confine's check a moment ago is the guard
-            fd = os.open(file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    except OSError as exc:
-        raise PathRefusedError(shown, "the path changed while it was being read") from exc
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(handle.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise PathRefusedError(shown, "not a regular file")
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise PathRefusedError(shown, "larger than the size cap")
-    return data, st
-
-
-_OPEN_AT = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
-
-
-def _open_below(root: Path, parts: tuple[str, ...]) -> int:
-    nofollow = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for part in parts[:-1]:
-            inner = os.open(part, nofollow | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-        # O_NONBLOCK: a fifo swapped in must not hang the open; reads of a regular file ignore it.
-        return os.open(parts[-1], nofollow | os.O_NONBLOCK, dir_fd=fd)
-    finally:
-        os.close(fd)
 
 
 def _decode(data: bytes) -> str:

@@ -164,8 +164,15 @@ def walk(
     return result
 
 
-def _check_syntax(rel_path: str) -> str:
-    """Refuse a path by its spelling alone; return it normalized to POSIX form."""
+def check_path_syntax(rel_path: str) -> str:
+    """Refuse a path by its spelling alone, before anything on disk is looked at ('..' also when
+    %-encoded, absolute, file:, control characters, backslashes, hidden segments); return it
+    without leading or trailing slashes. Also the check for search's path filter, which names no
+    single file.
+
+    Raises:
+        PathRefusedError: the spelling is refused.
+    """
     if not rel_path:
         raise PathRefusedError(rel_path, "empty path")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in rel_path):
@@ -203,7 +210,7 @@ def confine(root: Path, rel_path: str, *, max_file_bytes: int | None = None) -> 
         PathRefusedError: the path is malformed, escapes the root (also through a symlink), names a
             hidden or ignored file, or is not a regular file.
     """
-    rel = _check_syntax(rel_path)
+    rel = check_path_syntax(rel_path)
     root = root.resolve()
     candidate = root / rel
     try:
@@ -220,3 +227,50 @@ def confine(root: Path, rel_path: str, *, max_file_bytes: int | None = None) -> 
     if max_file_bytes is not None and st.st_size > max_file_bytes:
         raise PathRefusedError(rel_path, "larger than the size cap")
     return resolved
+
+
+def read_inside(root: Path, file: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
+    """Read a confined file, at most `max_bytes`, without following a link on the way.
+
+    `confine` resolved `file` a moment ago, but a folder or the file itself could have been swapped
+    for a link out of the root since. Opening one component at a time below the root with
+    O_NOFOLLOW closes that gap where the platform allows it.
+
+    Raises:
+        PathRefusedError: a component became a link, or the file is no longer a regular file or
+            has outgrown the size cap.
+    """
+    rel = file.relative_to(root.resolve())
+    shown = rel.as_posix()
+    try:
+        if _OPEN_AT:
+            fd = _open_below(root.resolve(), rel.parts)
+        else:  # pragma: no cover - Windows: confine's check a moment ago is the guard
+            fd = os.open(file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise PathRefusedError(shown, "the path changed while it was being read") from exc
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise PathRefusedError(shown, "not a regular file")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PathRefusedError(shown, "larger than the size cap")
+    return data, st
+
+
+_OPEN_AT = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
+
+
+def _open_below(root: Path, parts: tuple[str, ...]) -> int:
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, nofollow | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        # O_NONBLOCK: a fifo swapped in must not hang the open; reads of a regular file ignore it.
+        return os.open(parts[-1], nofollow | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)

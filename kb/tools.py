@@ -22,10 +22,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from kb import sources
 from kb.errors import KbError, PathRefusedError
 from kb.index import MAX_QUERY_CHARS
 from kb.models import Format, SearchResults
-from kb.resources import check_path_syntax, doc_url, iso_mtime, kb_state, load_document, render_sections
+from kb.resources import doc_url, iso_mtime, kb_state, load_document, render_sections
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -266,7 +267,7 @@ def _check_path_filter(path: str | None) -> str | None:
     if path is None or not path.strip():
         return None
     try:
-        check_path_syntax(path)
+        sources.check_path_syntax(path)
     except PathRefusedError as exc:
         raise ToolError(
             f"path filter {path!r} refused ({exc.reason}); use a folder relative to the knowledge base "
