@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 MAX_LIMIT = 50
 MAX_FETCH_CHARS = 100_000
 DEFAULT_FETCH_CHARS = 20_000
+APPROXIMATE_NOTICE = (
+    "Some words of the query matched nothing as written; these results use the nearest spellings "
+    "found in the documents."
+)
 INDEXING_NOTICE = (
     "kb is still indexing the folder: results may be incomplete. "
     "Do not conclude that something is absent; search again in a moment."
@@ -63,6 +67,9 @@ class SearchOutput(BaseModel):
     results: list[SearchResult]
     next_cursor: str | None = Field(default=None, description="Pass as cursor to get the next page")
     indexing: bool | None = Field(default=None, description="True while kb is still indexing the folder")
+    approximate: bool | None = Field(
+        default=None, description="True when some query words were unknown and near spellings were used"
+    )
     notice: str | None = Field(default=None, description="Something the reader of the results must know")
 
 
@@ -145,9 +152,14 @@ def register_tools(server: MCPServer[Any]) -> None:
             if found.next_offset is not None
             else None,
         )
+        notices = []
+        if found.approximate:
+            output.approximate = True
+            notices.append(APPROXIMATE_NOTICE)
         if state.syncing:
             output.indexing = True
-            output.notice = INDEXING_NOTICE
+            notices.append(INDEXING_NOTICE)
+        output.notice = " ".join(notices) or None
         return _result(output)
 
     @server.tool(

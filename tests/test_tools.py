@@ -33,7 +33,15 @@ async def test_search_returns_connector_shaped_results_with_the_same_json_as_tex
     assert hit["path"] == "guide/install.md" and hit["title"] == "Install guide"
     assert hit["heading"] == "Install > Linux" and "page" not in hit
     assert "kangaroo" in hit["snippet"].lower() and hit["score"] > 0
-    assert "next_cursor" not in data and "indexing" not in data
+    assert "next_cursor" not in data and "indexing" not in data and "approximate" not in data
+
+
+async def test_search_with_a_misspelt_word_says_the_match_is_approximate(settings):
+    async with connected(settings, "auto") as client:
+        result = await client.call_tool("search", {"query": "kangarooo"})
+    data = result.structured_content
+    assert data["approximate"] is True and "nearest spellings" in data["notice"]
+    assert "guide/install.md" in {hit["path"] for hit in data["results"]}
 
 
 async def test_search_tool_is_read_only_titled_and_bounded(settings):
