@@ -183,7 +183,7 @@ def serve_command(
     The index is opened at once and kept fresh in the background; stdout carries only the protocol.
     """
     _setup_logging(ctx.obj["debug"], log_format)
-    from kb import server
+    from kb import http_transport, server
 
     settings = _settings(
         root=root,
@@ -200,7 +200,7 @@ def serve_command(
             server.run_stdio(settings)
         else:
             host, port = _parse_http(http or "8000")
-            server.run_http(settings, host, port, sse=sse)
+            http_transport.run_http(settings, host, port, sse=sse)
     except KbError as exc:
         _fail(exc)
 

@@ -1,4 +1,5 @@
-"""The MCP server: `build_server(settings)` wires tools, resources and prompts; `run_*` serve it.
+"""The MCP server: `build_server(settings)` wires tools, resources and prompts; `run_stdio` serves
+it on stdin/stdout (HTTP and SSE are in `kb.http_transport`).
 
 Shared state (the open index, the background sync) lives in a `KbRuntime` made by `build_server`
 and handed to handlers as the lifespan context. The SDK enters the lifespan once per connection on
@@ -8,22 +9,17 @@ users: the first opens the index and starts the sync, the last closes it.
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
-import socket
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
-import uvicorn
 from mcp.server import MCPServer
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
@@ -31,12 +27,10 @@ from mcp.server.subscriptions import (
     ResourceUpdated,
     SubscriptionBus,
 )
-from mcp.server.transport_security import TransportSecuritySettings
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kb import audit, ingest
 from kb.config import Settings
-from kb.errors import ConfigError, KbError
+from kb.errors import KbError
 from kb.index import SearchIndex
 from kb.models import SyncReport
 from kb.notifications import SessionNotifier
@@ -46,9 +40,6 @@ from kb.tools import register_tools
 from kb.watcher import Watcher
 
 logger = logging.getLogger(__name__)
-
-MAX_REQUEST_BODY_BYTES = 1024 * 1024
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 INSTRUCTIONS = """\
 kb serves a folder of documents (notes, manuals, specs, papers) kept by the user.
@@ -274,188 +265,3 @@ def _version() -> str:
 def run_stdio(settings: Settings) -> None:
     """Serve MCP on stdin/stdout until the client closes it. Logs go to stderr (set up by the CLI)."""
     anyio.run(build_server(settings).run_stdio_async)
-
-
-def run_http(settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, sse: bool = False) -> None:
-    """Serve streamable HTTP at `/mcp` (or, with `sse`, the legacy SSE transport at `/sse`).
-
-    Raises:
-        ConfigError: binding a non-loopback address without a token, or the address is in use.
-    """
-    check_http_settings(settings, host)
-    try:
-        sock = bind_socket(host, port)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    with sock:
-        anyio.run(serve_http, settings, sock, sse)
-
-
-def check_http_settings(settings: Settings, host: str) -> None:
-    """Refuse to expose the documents beyond this machine without a token.
-
-    Raises:
-        ConfigError: `host` is not a loopback address and no token is set.
-    """
-    if not _is_loopback(host) and not settings.token:
-        raise ConfigError(
-            f"binding {host} exposes your documents to the network; set a bearer token with "
-            "--token or KB_TOKEN (or bind 127.0.0.1)"
-        )
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket; port 0 picks a free one (read it back with `getsockname()`)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-async def serve_http(settings: Settings, sock: socket.socket, sse: bool = False) -> None:
-    """Serve HTTP on an already listening socket until cancelled (or SIGINT/SIGTERM)."""
-    host, port = sock.getsockname()[:2]
-    app = http_app(build_server(settings), settings, host, port, sse=sse)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", log_level="warning")
-    logger.info(
-        "serving MCP over %s at http://%s:%d%s",
-        "SSE" if sse else "HTTP",
-        host,
-        port,
-        "/sse" if sse else "/mcp",
-    )
-    await uvicorn.Server(config).serve(sockets=[sock])
-
-
-def http_app(
-    server: MCPServer[Any], settings: Settings, host: str, port: int, *, sse: bool = False
-) -> ASGIApp:
-    """The ASGI app: MCP behind Host/Origin checks, a body size bound and, with a token, bearer auth."""
-    security = transport_security(settings, host, port)
-    if sse:
-        app: ASGIApp = server.sse_app(
-            transport_security=security, max_request_body_size=MAX_REQUEST_BODY_BYTES, host=host
-        )
-    else:
-        app = server.streamable_http_app(
-            streamable_http_path="/mcp",
-            transport_security=security,
-            max_request_body_size=MAX_REQUEST_BODY_BYTES,
-            host=host,
-        )
-    if _is_unspecified(host):
-        app = OriginCheckMiddleware(app, port, settings.allow_origins)
-    if settings.token:
-        app = BearerTokenMiddleware(app, settings.token)
-    return app
-
-
-def transport_security(settings: Settings, host: str, port: int) -> TransportSecuritySettings:
-    """DNS-rebinding protection: the Host must name the bound address, the Origin be it or allowed."""
-    if _is_unspecified(host):
-        # Bound to every interface: any Host may be legitimate, so the SDK's check is off; the token
-        # (required) guards access and `OriginCheckMiddleware` keeps foreign browser pages out.
-        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    names = (
-        ["127.0.0.1", "localhost", "[::1]"] if _is_loopback(host) else [f"[{host}]" if ":" in host else host]
-    )
-    hosts = [f"{name}:{port}" for name in names]
-    origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts] + list(settings.allow_origins)
-    return TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _is_unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
-
-
-class BearerTokenMiddleware:
-    """Require `Authorization: Bearer <token>` on every HTTP request (constant-time compare)."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # lifespan events carry no headers
-            await self.app(scope, receive, send)
-            return
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self._expected):
-            await self.app(scope, receive, send)
-            return
-        await _refuse(
-            send,
-            401,
-            b'{"error": "unauthorized", "error_description": "send Authorization: Bearer <token>"}',
-            [(b"www-authenticate", b'Bearer realm="kb"')],
-        )
-
-
-class OriginCheckMiddleware:
-    """Refuse a browser Origin that is neither this server nor allowed (`--allow-origin`): 403.
-
-    For wildcard binds (0.0.0.0, ::), where kb cannot list the host names it answers to and the
-    SDK's Host/Origin check is therefore off. A request without Origin (not from a browser page)
-    passes, as does an Origin naming the very host the request was sent to, on the bound port.
-    """
-
-    def __init__(self, app: ASGIApp, port: int, allowed: list[str]) -> None:
-        self.app = app
-        self.port = port
-        self.allowed = {origin.rstrip("/").lower() for origin in allowed}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        origin, host = headers.get(b"origin"), headers.get(b"host", b"")
-        if origin is None or self.allows(origin.decode("latin-1"), host.decode("latin-1")):
-            await self.app(scope, receive, send)
-            return
-        await _refuse(send, 403, b'{"error": "forbidden", "error_description": "origin not allowed"}')
-
-    def allows(self, origin: str, host: str) -> bool:
-        """Whether a request to `host` (its Host header) may come from a page at `origin`."""
-        origin = origin.strip().rstrip("/").lower()
-        if origin in self.allowed:
-            return True
-        parts = urlsplit(origin)
-        try:
-            port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-        except ValueError:  # a port that is not a number
-            return False
-        return parts.scheme in ("http", "https") and parts.netloc == host.lower() and port == self.port
-
-
-async def _refuse(send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

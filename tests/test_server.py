@@ -15,8 +15,9 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp_helpers import MODES, anyio_backend, connected, index_now, make_settings  # noqa: F401
 
 from kb.errors import ConfigError
+from kb.http_transport import bind_socket, check_http_settings, serve_http
 from kb.index import SearchIndex
-from kb.server import INSTRUCTIONS, KbRuntime, bind_socket, build_server, check_http_settings, serve_http
+from kb.server import INSTRUCTIONS, KbRuntime, build_server
 
 pytestmark = pytest.mark.anyio
 
