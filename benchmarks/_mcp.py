@@ -5,6 +5,7 @@ What a client sees: each figure includes JSON-RPC framing, pipes and the client'
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import tempfile
@@ -23,7 +24,9 @@ class McpFailure(RuntimeError):
 
 def _client(root: Path, index_dir: Path, errlog: Any) -> Client:
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "kb", "serve", str(root), "--index-dir", str(index_dir)]
+        command=sys.executable,
+        # JSON logs: the audit records carry the server's own time per call (see _server_times).
+        args=["-m", "kb", "serve", str(root), "--index-dir", str(index_dir), "--log-format", "json"],
     )
     # cache=None: every search must reach the server.
     return Client(stdio_client(params, errlog=errlog), cache=None, read_timeout_seconds=30)
@@ -70,7 +73,11 @@ async def _latency(root: Path, index_dir: Path, queries: list[str], errlog: Any)
             empty += not found.get("results")
         protocol = client.protocol_version
     cuts = statistics.quantiles(times, n=100, method="inclusive")
+    server = _server_times(errlog)[-len(times) :]
+    server_cuts = statistics.quantiles(server, n=100, method="inclusive") if len(server) > 1 else [0.0] * 99
     return {
+        "server_p50_ms": statistics.median(server) if server else None,
+        "server_p99_ms": server_cuts[98] if server else None,
         "protocol": protocol,
         "queries": len(times),
         "empty_results": empty,
@@ -80,6 +87,21 @@ async def _latency(root: Path, index_dir: Path, queries: list[str], errlog: Any)
         "max_ms": max(times),
         "sync_settled_s": settled,
     }
+
+
+def _server_times(errlog: Any) -> list[float]:
+    """The server's own milliseconds per search call, from its audit records, in order."""
+    errlog.seek(0)
+    times = []
+    for line in errlog:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("action") == "tools/call" and record.get("name") == "search":
+            times.append(float(record["duration_ms"]))
+    errlog.seek(0, 2)
+    return times
 
 
 def _run(fn: Any, *args: Any) -> Any:

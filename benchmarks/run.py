@@ -238,6 +238,8 @@ def table(f: dict[str, Any]) -> str:
         )
         row("  p50 / p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms", "<= 2 / 15 ms")
         row("  p90, max", f"{s['p90_ms']:.1f} ms, {s['max_ms']:.1f} ms")
+        if s["server_p50_ms"] is not None:
+            row("  of which in the server", f"p50 {s['server_p50_ms']:.1f} / p99 {s['server_p99_ms']:.1f} ms")
         row("  start-up sync settled after", f"{s['sync_settled_s']:.2f} s (before timing)")
     if "freshness" in f and (w := section("freshness", "Live freshness (kb serve's watcher, through MCP)")):
         e, b = w["save"], w["burst"]

@@ -200,3 +200,24 @@ def test_inline_markup_is_reduced_to_its_words_without_touching_code_or_brackets
         "Keep a*b*c, snake_case_name, array[i] and escaped *stars*; raw & more\nafter a hard break." in text
     )
     assert "guide/install.md" not in text and "https" not in text and "<b>" not in text
+
+
+def test_a_table_keeps_one_row_a_line_without_its_frame() -> None:
+    source = (
+        "# T\n\n| Flag | Meaning |\n|------|:-------:|\n| `--json` | one object |\n| --wait | seconds |\n"
+    )
+    assert extract_markdown("t.md", source.encode()).sections[0].text == (
+        "T\nFlag | Meaning\n--json | one object\n--wait | seconds"
+    )
+
+
+def test_list_items_and_quotes_keep_their_words_and_fenced_code_inside_them_is_not_a_heading() -> None:
+    source = (
+        "# T\n\n- one *item*\n- two\n\n> quoted **text**\n\n"
+        "1. step:\n\n   ```sh\n   # not a heading\n   ```\n"
+    )
+    document = extract_markdown("t.md", source.encode())
+    assert [s.heading for s in document.sections] == ["T"]
+    text = document.sections[0].text
+    for words in ("one item", "two", "quoted text", "step:", "# not a heading"):
+        assert words in text

@@ -53,11 +53,22 @@ def slugify(text: str) -> str:
 
 
 @functools.cache
-def _parser() -> MarkdownIt:
-    # Built once per process: constructing MarkdownIt compiles its rule chains. A cache, not state.
-    # Only the block pass runs: the inline pass (emphasis, links, entities) costs more than half of
-    # the parse, and the index needs just the words, which `_strip_inline` recovers far cheaper.
-    return MarkdownIt("commonmark").enable(["table", "strikethrough"]).disable("inline")
+def _parser(setext: bool) -> MarkdownIt:
+    """A block-only parser with just the rules that decide where sections and their text lie.
+
+    Built once per process (constructing MarkdownIt compiles its rule chains): a cache, not state.
+    The inline pass (emphasis, links, entities) is off: `_strip_inline` recovers the words far
+    cheaper. Lists, quotes, tables and rules are off too: their text reads the same as a
+    paragraph's once markup characters are dropped by the tokenizer, and they cost most of the
+    block pass. Fences, indented code, headings, HTML blocks and link definitions stay, because
+    they decide what is a heading and what is text. Setext headings (a line underlined with = or
+    -) cost a check on every paragraph, so that rule runs only for documents that could have one.
+    """
+    md = MarkdownIt("commonmark").disable(["inline", "list", "blockquote", "hr"])
+    return md if setext else md.disable("lheading")
+
+
+_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(?:=+|-+)[ \t]*$", re.MULTILINE)
 
 
 def extract_markdown(path: str, data: bytes) -> Document:
@@ -72,7 +83,7 @@ def extract_markdown(path: str, data: bytes) -> Document:
     text = decode_text(path, data)
     meta, body, offset = split_front_matter(text)
     walker = _Walker(offset, text.split("\n"))
-    walker.walk(_parser().parse(body))
+    walker.walk(_parser(bool(_SETEXT_UNDERLINE.search(body))).parse(body))
     title = _meta_title(meta) or walker.first_h1 or file_stem(path)
     return Document(path=path, format="md", title=title, tags=_meta_tags(meta), sections=walker.sections)
 
@@ -132,7 +143,6 @@ class _Walker:
         self._fragments = Fragments()
         self._trail: list[tuple[int, str]] = []
         self._current: _Open | None = None
-        self._row: list[str] | None = None
 
     def walk(self, tokens: list[Token]) -> None:
         heading_level = 0
@@ -153,19 +163,12 @@ class _Walker:
                 if heading_level:
                     self._start_heading(heading_level, text)
                     heading_level = 0
-                elif self._row is not None:
-                    self._row.append(text)
                 else:
                     self._add(text)
             elif kind in ("fence", "code_block"):
                 self._add(token.content.rstrip("\n"))
             elif kind == "html_block":
                 self._add(_SPACES.sub(" ", _TAG.sub(" ", token.content)).strip())
-            elif kind == "tr_open":
-                self._row = []
-            elif kind == "tr_close" and self._row is not None:
-                self._add(" | ".join(cell for cell in self._row if cell))
-                self._row = None
         self._close()
 
     def _start_heading(self, level: int, text: str) -> None:
@@ -213,6 +216,7 @@ _HTML_INLINE = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>|<!--.*?-->"
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
 _EMPHASIS = re.compile(r"(?<![\w\\])(?:\*{1,3}|_{1,3}|~~)(?=\S)|(?<=[^\s\\])(?:\*{1,3}|_{1,3}|~~)(?!\w)")
 _ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+_TABLE_DELIMITER = re.compile(r"^\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$", re.MULTILINE)
 _HARD_BREAK = re.compile(r"(?: {2,}|\\)\n")
 
 
@@ -239,7 +243,11 @@ def _strip_inline(source: str) -> str:
             text = stripped
     if "*" in text or "_" in text or "~" in text:
         text = _EMPHASIS.sub("", text)
-    if "\n" in text:
+    if "|" in text and _TABLE_DELIMITER.search(text):
+        # A table (parsed as a paragraph): one row a line, without the pipes' frame or the |---| row.
+        rows = (line.strip().strip("|").strip() for line in text.split("\n"))
+        text = "\n".join(row for row in rows if row and not _TABLE_DELIMITER.fullmatch(row))
+    elif "\n" in text:
         # A soft line break is a space; a hard one (two spaces or a backslash) stays a line break.
         text = _HARD_BREAK.sub("\x01", text).replace("\n", " ").replace("\x01", "\n")
     if "\\" in text:
