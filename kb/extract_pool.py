@@ -58,7 +58,8 @@ class ExtractionPool(Generic[R]):
     """`jobs` worker processes applying `work` to task tuples, with a per-task time budget.
 
     `on_timeout(task)` and `on_crash(task)` build the result reported for a task whose worker was
-    killed or died, so a caller always gets one result per task.
+    killed or died, so a caller always gets one result per task. `preload` names modules the
+    workers import before their first task (forked from a server that already has them).
     """
 
     def __init__(
@@ -68,10 +69,11 @@ class ExtractionPool(Generic[R]):
         timeout: float,
         on_timeout: Callable[[Task], R],
         on_crash: Callable[[Task], R],
+        preload: tuple[str, ...] = (),
     ) -> None:
         # forkserver: the parent may run Tantivy's threads, which fork would copy mid-flight.
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload([work.__module__])
+        self._context.set_forkserver_preload([work.__module__, *preload])
         self._work = work
         self._jobs = max(1, jobs)
         self._timeout = timeout

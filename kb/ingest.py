@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from kb.config import Settings
 from kb.errors import ExtractionError
 from kb.extract_pool import ExtractionPool
-from kb.extractors import extract
+from kb.extractors import EXTRACTOR_MODULES, extract
 from kb.index import IndexBatch, SearchIndex
 from kb.models import Document, FileProblem, ManifestEntry, SkippedFile, SyncReport
 from kb.sources import SourceFile, walk
@@ -87,6 +87,7 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings) -> 
         timeout=timeout,
         on_timeout=lambda task: _timed_out(*task, seconds=timeout),
         on_crash=lambda task: _crashed(*task),
+        preload=EXTRACTOR_MODULES,
     ) as pool:
         yield from pool.map(todo)
 

@@ -10,18 +10,15 @@ encodings, becomes a Document.
 
 from __future__ import annotations
 
+import importlib
 import posixpath
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 
 from kb.errors import ExtractionError
-from kb.extractors.html import extract_html
-from kb.extractors.markdown import extract_markdown
-from kb.extractors.pdf import extract_pdf
-from kb.extractors.text import extract_text
 from kb.models import Document, Format
 
-__all__ = ["EXTENSIONS", "extract", "format_for"]
+__all__ = ["EXTENSIONS", "EXTRACTOR_MODULES", "extract", "format_for"]
 
 EXTENSIONS: Mapping[str, Format] = MappingProxyType(
     {
@@ -38,9 +35,18 @@ EXTENSIONS: Mapping[str, Format] = MappingProxyType(
 )
 """File extensions kb indexes (lowercase, with the dot) and the format of each."""
 
-_EXTRACTORS: Mapping[Format, Callable[[str, bytes], Document]] = MappingProxyType(
-    {"md": extract_markdown, "txt": extract_text, "pdf": extract_pdf, "html": extract_html}
+# Imported on first use: pypdf and markdown-it cost a third of a second to import, which commands
+# that never extract (`kb status`, `kb search`, a no-change `kb index`) should not pay.
+_EXTRACTORS: Mapping[Format, tuple[str, str]] = MappingProxyType(
+    {
+        "md": ("kb.extractors.markdown", "extract_markdown"),
+        "txt": ("kb.extractors.text", "extract_text"),
+        "pdf": ("kb.extractors.pdf", "extract_pdf"),
+        "html": ("kb.extractors.html", "extract_html"),
+    }
 )
+EXTRACTOR_MODULES = tuple(module for module, _ in _EXTRACTORS.values())
+"""Modules a worker process can import ahead of its first file."""
 
 
 def format_for(path: str) -> Format | None:
@@ -58,4 +64,6 @@ def extract(path: str, data: bytes) -> Document:
     fmt = format_for(path)
     if fmt is None:
         raise ExtractionError(path, "unsupported file type")
-    return _EXTRACTORS[fmt](path, data)
+    module, function = _EXTRACTORS[fmt]
+    extractor = getattr(importlib.import_module(module), function)
+    return extractor(path, data)
