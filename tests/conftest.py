@@ -6,6 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mcp_helpers import index_now, make_settings
+
+from kb.config import Settings
 
 SAMPLE_DOCS = Path(__file__).resolve().parent.parent / "sample_docs"
 
@@ -14,3 +17,12 @@ SAMPLE_DOCS = Path(__file__).resolve().parent.parent / "sample_docs"
 def sample_docs(tmp_path: Path) -> Path:
     """A private copy of the repository's sample_docs/ handbook, safe to modify."""
     return Path(shutil.copytree(SAMPLE_DOCS, tmp_path / "sample_docs"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for a server on a small corpus of its own, already indexed (so the server's
+    startup sync changes nothing and sends no notifications)."""
+    settings = make_settings(tmp_path)
+    index_now(settings)
+    return settings

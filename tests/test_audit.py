@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
 from mcp import MCPError
@@ -14,13 +13,6 @@ from mcp_helpers import MODES, NOTES_TXT, anyio_backend, connected, index_now, m
 from kb.audit import summarize_arguments
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def settings(tmp_path: Path):
-    settings = make_settings(tmp_path)
-    index_now(settings)
-    return settings
 
 
 def audit_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

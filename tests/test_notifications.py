@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 import httpx2 as httpx
@@ -35,13 +34,6 @@ INSTALL_URI = "kb://doc/guide/install.md"
 NOTES_URI = "kb://doc/notes.txt"
 LIST_CHANGED = "notifications/resources/list_changed"
 UPDATED = "notifications/resources/updated"
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    settings = make_settings(tmp_path)
-    index_now(settings)  # the startup sync then changes nothing, so it sends nothing
-    return settings
 
 
 class Inbox:

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from mcp import MCPError
 from mcp_helpers import MODES, NOTES_TXT, anyio_backend, connected, index_now, make_settings  # noqa: F401
 from mcp_types import INVALID_PARAMS, PromptReference, ResourceTemplateReference
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def settings(tmp_path: Path):
-    settings = make_settings(tmp_path)
-    index_now(settings)
-    return settings
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from mcp import MCPError
@@ -11,13 +10,6 @@ from mcp_helpers import INSTALL_MD, MODES, anyio_backend, connected, index_now, 
 from mcp_types import INVALID_PARAMS
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def settings(tmp_path: Path):
-    settings = make_settings(tmp_path)
-    index_now(settings)
-    return settings
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -22,13 +22,6 @@ from kb.server import INSTRUCTIONS, KbRuntime, build_server
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def settings(tmp_path: Path):
-    settings = make_settings(tmp_path)
-    index_now(settings)
-    return settings
-
-
 @pytest.mark.parametrize("mode", MODES)
 async def test_server_tells_the_model_to_search_then_fetch(settings, mode):
     async with connected(settings, mode) as client:

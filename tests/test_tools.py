@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from mcp_helpers import MODES, anyio_backend, connected, index_now, make_settings  # noqa: F401
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def settings(tmp_path: Path):
-    settings = make_settings(tmp_path)
-    index_now(settings)
-    return settings
 
 
 @pytest.mark.parametrize("mode", MODES)
