@@ -70,6 +70,10 @@ def _settings(**values: Any) -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
+def _megabytes(mb: float | None) -> int | None:
+    return int(mb * 1024 * 1024) if mb else None
+
+
 def _fail(error: KbError) -> NoReturn:
     """Leave with the error's one-line message and the exit code its kind deserves."""
     if isinstance(error, ConfigError):
@@ -89,6 +93,20 @@ index_dir_option = click.option(
     envvar="KB_INDEX_DIR",
     default=None,
     help="Folder of the index [env KB_INDEX_DIR; default ./index].",
+)
+jobs_option = click.option(
+    "--jobs",
+    type=click.IntRange(0, 64),
+    envvar="KB_JOBS",
+    default=None,
+    help="Extraction worker processes; 0 = one per core [env KB_JOBS].",
+)
+max_file_mb_option = click.option(
+    "--max-file-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="KB_MAX_FILE_MB",
+    default=None,
+    help="Skip files larger than this many MB [env KB_MAX_FILE_MB; default 20].",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 
@@ -150,12 +168,14 @@ def _parse_http(value: str) -> tuple[str, int]:
 )
 @click.option("--no-watch", is_flag=True, help="Do not watch the folder for changes.")
 @click.option(
-    "--jobs",
-    type=click.IntRange(0, 64),
-    envvar="KB_JOBS",
+    "--rescan-seconds",
+    type=click.FloatRange(min=1),
+    envvar="KB_RESCAN_SECONDS",
     default=None,
-    help="Extraction worker processes; 0 = one per core [env KB_JOBS].",
+    help="Interval of the stat-only safety rescan while watching [env KB_RESCAN_SECONDS; default 600].",
 )
+@jobs_option
+@max_file_mb_option
 @click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -175,7 +195,9 @@ def serve_command(
     allow_origins: tuple[str, ...],
     url_base: str | None,
     no_watch: bool,
+    rescan_seconds: float | None,
     jobs: int | None,
+    max_file_mb: float | None,
     log_format: str,
 ) -> None:
     """Serve the documents under ROOT to MCP clients (stdio by default; --http for streamable HTTP).
@@ -192,7 +214,9 @@ def serve_command(
         allow_origins=list(allow_origins) or None,
         url_base=url_base,
         watch=not no_watch,
+        rescan_seconds=rescan_seconds,
         jobs=jobs,
+        max_file_bytes=_megabytes(max_file_mb),
         log_format=log_format,
     )
     try:
@@ -211,20 +235,8 @@ def serve_command(
 @click.option(
     "--rebuild", is_flag=True, help="Re-read every file (and rebuild an index made for another root)."
 )
-@click.option(
-    "--jobs",
-    type=click.IntRange(0, 64),
-    envvar="KB_JOBS",
-    default=None,
-    help="Extraction worker processes; 0 = one per core [env KB_JOBS].",
-)
-@click.option(
-    "--max-file-mb",
-    type=click.FloatRange(min=0, min_open=True),
-    envvar="KB_MAX_FILE_MB",
-    default=None,
-    help="Skip files larger than this many MB [env KB_MAX_FILE_MB; default 20].",
-)
+@jobs_option
+@max_file_mb_option
 @click.option(
     "--wait",
     "lock_wait",
@@ -258,7 +270,7 @@ def index_command(
         index_dir=index_dir,
         jobs=jobs,
         lock_wait=lock_wait,
-        max_file_bytes=int(max_file_mb * 1024 * 1024) if max_file_mb else None,
+        max_file_bytes=_megabytes(max_file_mb),
     )
     try:
         index = SearchIndex.open(settings.index_dir, settings.root, rebuild=rebuild)

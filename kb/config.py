@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
 
@@ -23,8 +23,16 @@ class Settings(BaseSettings):
     extract_timeout: float = Field(default=30.0, gt=0, description="Seconds one file may take to extract")
     url_base: str | None = Field(default=None, description="Web address where the documents are published")
     token: str | None = Field(default=None, description="Bearer token required on HTTP")
-    allow_origins: list[str] = Field(default_factory=list, description="Extra Origins allowed on HTTP")
+    # NoDecode: the environment gives "https://a https://b", not a JSON list.
+    allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra Origins allowed on HTTP"
+    )
     watch: bool = True
     rescan_seconds: float = Field(default=600.0, gt=0, description="Interval of the stat-only safety rescan")
     lock_wait: float = Field(default=60.0, ge=0, description="Seconds to wait for the index writer lock")
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        return value.replace(",", " ").split() if isinstance(value, str) else value

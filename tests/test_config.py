@@ -1,0 +1,40 @@
+"""Settings: flags, then KB_* environment variables, then defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kb.config import DEFAULT_MAX_FILE_BYTES, Settings
+
+
+def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KB_INDEX_DIR", "KB_TOKEN", "KB_ALLOW_ORIGINS", "KB_JOBS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert settings.index_dir == Path("index")
+    assert settings.max_file_bytes == DEFAULT_MAX_FILE_BYTES
+    assert (settings.token, settings.allow_origins, settings.watch) == (None, [], True)
+
+
+def test_environment_variables_fill_what_flags_leave_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KB_INDEX_DIR", "/srv/kb-index")
+    monkeypatch.setenv("KB_ALLOW_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("KB_RESCAN_SECONDS", "30")
+    settings = Settings()
+    assert settings.index_dir == Path("/srv/kb-index")
+    assert settings.allow_origins == ["https://a.example", "https://b.example"]
+    assert settings.rescan_seconds == 30
+
+
+def test_values_given_directly_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KB_INDEX_DIR", "/srv/kb-index")
+    monkeypatch.setenv("KB_ALLOW_ORIGINS", "https://a.example")
+    settings = Settings(index_dir=Path("elsewhere"), allow_origins=["https://c.example"])
+    assert (settings.index_dir, settings.allow_origins) == (Path("elsewhere"), ["https://c.example"])
+
+
+def test_out_of_range_values_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_file_bytes"):
+        Settings(max_file_bytes=0)
