@@ -219,5 +219,5 @@ def test_list_items_and_quotes_keep_their_words_and_fenced_code_inside_them_is_n
     document = extract_markdown("t.md", source.encode())
     assert [s.heading for s in document.sections] == ["T"]
     text = document.sections[0].text
-    for words in ("one item", "two", "quoted text", "step:", "# not a heading"):
+    for words in ("- one item\n- two", "quoted text", "step:", "# not a heading"):
         assert words in text

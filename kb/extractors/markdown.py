@@ -217,6 +217,7 @@ _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
 _EMPHASIS = re.compile(r"(?<![\w\\])(?:\*{1,3}|_{1,3}|~~)(?=\S)|(?<=[^\s\\])(?:\*{1,3}|_{1,3}|~~)(?!\w)")
 _ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 _TABLE_DELIMITER = re.compile(r"^\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$", re.MULTILINE)
+_LIST_ITEM = re.compile(r"\n(?=[ \t]*(?:[-*+]|\d{1,9}[.)])[ \t])")
 _HARD_BREAK = re.compile(r"(?: {2,}|\\)\n")
 
 
@@ -248,8 +249,10 @@ def _strip_inline(source: str) -> str:
         rows = (line.strip().strip("|").strip() for line in text.split("\n"))
         text = "\n".join(row for row in rows if row and not _TABLE_DELIMITER.fullmatch(row))
     elif "\n" in text:
-        # A soft line break is a space; a hard one (two spaces or a backslash) stays a line break.
-        text = _HARD_BREAK.sub("\x01", text).replace("\n", " ").replace("\x01", "\n")
+        # A soft line break is a space; a hard one (two spaces or a backslash) stays a line break,
+        # and so does the start of each list item (lists are parsed as paragraphs, see _parser).
+        text = _LIST_ITEM.sub("\x01", _HARD_BREAK.sub("\x01", text))
+        text = text.replace("\n", " ").replace("\x01", "\n")
     if "\\" in text:
         text = _ESCAPE.sub(r"\1", text)
     if "&" in text:
