@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from mcp.server import MCPServer, ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from kb import _sdk_compat
 
@@ -49,11 +49,11 @@ async def _audit(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Ha
     except Exception as exc:  # recorded and re-raised untouched: the SDK turns it into the response
         _log(ctx, started, "error", 0, _error_text(exc))
         raise
-    data = result.model_dump(mode="json", by_alias=True) if isinstance(result, BaseModel) else result or {}
-    if data.get("isError"):
-        _log(ctx, started, "error", result_chars(data), _error_text(_tool_error(data)))
+    # Read the result as it stands: no JSON dump of the whole result just to count its characters.
+    if _field(result, "isError" if isinstance(result, Mapping) else "is_error"):
+        _log(ctx, started, "error", result_chars(result), _error_text(_tool_error(result)))
     else:
-        _log(ctx, started, "ok", result_chars(data), None)
+        _log(ctx, started, "ok", result_chars(result), None)
     return result
 
 
@@ -99,20 +99,27 @@ def summarize_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def result_chars(data: Mapping[str, Any]) -> int:
-    """How many characters of text a tools/call, resources/read or prompts/get result carried."""
+def result_chars(result: Any) -> int:
+    """How many characters of text a tools/call, resources/read or prompts/get result carried
+    (the result model, or its JSON form)."""
     total = 0
-    for item in [*data.get("content", ()), *data.get("contents", ())]:
+    for item in [*(_field(result, "content") or ()), *(_field(result, "contents") or ())]:
         total += _content_chars(item)
-    for message in data.get("messages", ()):
-        total += _content_chars(message.get("content", {}))
+    for message in _field(result, "messages") or ():
+        total += _content_chars(_field(message, "content") or {})
     return total
 
 
-def _content_chars(item: Mapping[str, Any]) -> int:
-    if "resource" in item:  # an embedded resource
-        item = item["resource"]
-    return len(item.get("text") or "") + len(item.get("blob") or "")
+def _content_chars(item: Any) -> int:
+    resource = _field(item, "resource")  # an embedded resource
+    if resource is not None:
+        item = resource
+    return len(_field(item, "text") or "") + len(_field(item, "blob") or "")
+
+
+def _field(item: Any, name: str) -> Any:
+    """A field of a result or of one of its parts, whether a model or its JSON form (None if absent)."""
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
 
 
 def client_of(ctx: ServerRequestContext[Any, Any]) -> dict[str, str]:
@@ -128,8 +135,12 @@ def client_of(ctx: ServerRequestContext[Any, Any]) -> dict[str, str]:
     return found
 
 
-def _tool_error(data: Mapping[str, Any]) -> str:
-    texts = [item.get("text", "") for item in data.get("content", ()) if item.get("type") == "text"]
+def _tool_error(result: Any) -> str:
+    texts = [
+        _field(item, "text") or ""
+        for item in _field(result, "content") or ()
+        if _field(item, "type") == "text"
+    ]
     return " ".join(texts) or "tool error"
 
 
