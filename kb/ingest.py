@@ -35,38 +35,39 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class Loaded:
-    """What a worker made of one changed file."""
+    """What a worker made of one changed file (only this crosses back from the worker)."""
 
-    source: SourceFile
     sha256: str = ""
     document: Document | None = None  # None when the content matched the known hash, or on error
     error: str | None = None
 
 
-def _load(source: SourceFile, known_sha: str | None) -> Loaded:
-    """Read, hash and (if the content is new) extract one file. Runs in a worker process."""
+def _load(abspath: str, path: str, known_sha: str | None) -> Loaded:
+    """Read, hash and (if the content is new) extract one file. Runs in a worker process, so it
+    takes and returns plain values: pickling Path objects both ways cost the parent real time."""
     try:
-        data = source.abspath.read_bytes()
+        with open(abspath, "rb") as handle:
+            data = handle.read()
     except OSError as exc:
-        return Loaded(source, error=f"cannot read: {exc.strerror or exc}")
+        return Loaded(error=f"cannot read: {exc.strerror or exc}")
     sha = hashlib.sha256(data).hexdigest()
     if sha == known_sha:
-        return Loaded(source, sha)
+        return Loaded(sha)
     try:
-        return Loaded(source, sha, extract(source.path, data))
+        return Loaded(sha, extract(path, data))
     except ExtractionError as exc:
-        return Loaded(source, sha, error=exc.reason)
+        return Loaded(sha, error=exc.reason)
     except Exception as exc:  # an extractor bug must cost one file, not the whole sync
-        logger.exception("extracting %s failed unexpectedly", source.path)
-        return Loaded(source, sha, error=f"unexpected {type(exc).__name__}: {exc}")
+        logger.exception("extracting %s failed unexpectedly", path)
+        return Loaded(sha, error=f"unexpected {type(exc).__name__}: {exc}")
 
 
-def _timed_out(source: SourceFile, _known: str | None, *, seconds: float) -> Loaded:
-    return Loaded(source, error=f"extraction took longer than {seconds:g}s and was stopped")
+def _stopped(seconds: float) -> Loaded:
+    return Loaded(error=f"extraction took longer than {seconds:g}s and was stopped")
 
 
-def _crashed(source: SourceFile, _known: str | None) -> Loaded:
-    return Loaded(source, error="extraction crashed its worker process")
+def _crashed() -> Loaded:
+    return Loaded(error="extraction crashed its worker process")
 
 
 def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings) -> Iterator[Loaded]:
@@ -75,9 +76,10 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings) -> 
     jobs = settings.jobs or os.cpu_count() or 1
     total_bytes = sum(s.size for s, _ in todo)
     small = len(todo) < PARALLEL_MIN_FILES or total_bytes < PARALLEL_MIN_BYTES
+    tasks = [(str(source.abspath), source.path, known) for source, known in todo]
     if small and not any(s.format == "pdf" for s, _ in todo):
-        for source, known in todo:
-            yield _load(source, known)
+        for task in tasks:
+            yield _load(*task)
         return
     timeout = settings.extract_timeout
     pool: ExtractionPool[Loaded]
@@ -85,11 +87,11 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings) -> 
         _load,
         jobs=1 if small else jobs,
         timeout=timeout,
-        on_timeout=lambda task: _timed_out(*task, seconds=timeout),
-        on_crash=lambda task: _crashed(*task),
+        on_timeout=lambda _task: _stopped(timeout),
+        on_crash=lambda _task: _crashed(),
         preload=EXTRACTOR_MODULES,
     ) as pool:
-        yield from pool.map(todo)
+        yield from pool.map(tasks)
 
 
 def _entry(source: SourceFile, sha: str, document: Document) -> ManifestEntry:
@@ -185,16 +187,17 @@ def _apply(
             batch.delete(path)
             report.removed += 1
             report.removed_paths.append(path)
-        for done, loaded in enumerate(_load_all(todo, settings), start=1):
-            _write_one(batch, loaded, manifest.get(loaded.source.path), report)
+        for done, ((source, _), loaded) in enumerate(zip(todo, _load_all(todo, settings), strict=True), 1):
+            _write_one(batch, source, loaded, manifest.get(source.path), report)
             if progress is not None:
                 progress(done, len(todo))
             if batch.pending >= COMMIT_EVERY_FILES:
                 batch.commit()
 
 
-def _write_one(batch: IndexBatch, loaded: Loaded, known: ManifestEntry | None, report: SyncReport) -> None:
-    source = loaded.source
+def _write_one(
+    batch: IndexBatch, source: SourceFile, loaded: Loaded, known: ManifestEntry | None, report: SyncReport
+) -> None:
     if loaded.error is not None:
         logger.warning("not indexed: %s: %s", source.path, loaded.error)
         report.failed.append(FileProblem(path=source.path, error=loaded.error))
