@@ -56,11 +56,11 @@ def doc_uri(path: str, fragment: str | None = None) -> str:
     return f"{uri}#{quote(fragment, safe='')}" if fragment else uri
 
 
-def doc_url(url_base: str | None, doc_id: str) -> str:
-    """Where a document or passage id points: its resource URI, or its address under `url_base`."""
-    path, _, fragment = doc_id.partition("#")
+def doc_url(url_base: str | None, path: str, fragment: str | None = None) -> str:
+    """Where a document (or one passage of it) lives: its resource URI, or its address under
+    `url_base`. Path and fragment come apart, since a path may itself contain '#'."""
     if url_base is None:
-        return doc_uri(path, fragment or None)
+        return doc_uri(path, fragment)
     url = url_base.rstrip("/") + "/" + quote(path, safe="/")
     return f"{url}#{quote(fragment, safe='')}" if fragment else url
 

@@ -143,7 +143,7 @@ def register_tools(server: MCPServer[Any]) -> None:
             item: dict[str, Any] = {
                 "id": hit.id,
                 "title": hit.title,
-                "url": doc_url(url_base, hit.id),
+                "url": doc_url(url_base, hit.path, hit.id[len(hit.path) + 1 :] or None),
                 "path": hit.path,
                 "snippet": hit.snippet,
                 "score": round(hit.score, 4),
@@ -201,7 +201,8 @@ def register_tools(server: MCPServer[Any]) -> None:
             "size": doc.size,
             "modified": iso_mtime(doc.mtime_ns),
         }
-        if "#" in id and len(doc.sections) == 1:
+        fragment = id[len(doc.path) + 1 :] or None  # a passage id is "path#fragment"
+        if fragment is not None and len(doc.sections) == 1:
             section = doc.sections[0]
             passage = {
                 "fragment": section.fragment,
@@ -217,7 +218,7 @@ def register_tools(server: MCPServer[Any]) -> None:
             id=id,
             title=doc.title,
             text=chunk,
-            url=doc_url(state.settings.url_base, id),
+            url=doc_url(state.settings.url_base, doc.path, fragment),
             metadata=metadata,
             next_offset=end if end < total else None,
             total_chars=total,

@@ -159,3 +159,17 @@ async def test_fetch_past_the_end_is_a_tool_error(settings):
     async with connected(settings) as client:
         result = await client.call_tool("fetch", {"id": "notes.txt", "offset": 10_000})
     assert result.is_error and "past the end" in result.content[0].text
+
+
+async def test_a_path_containing_a_hash_keeps_its_urls_and_passages_apart(tmp_path):
+    settings = make_settings(tmp_path)
+    (settings.root / "c#").mkdir()
+    (settings.root / "c#" / "notes.md").write_text("# Sharp\n\nDelegates and events.\n")
+    index_now(settings)
+    async with connected(settings, "auto") as client:
+        hit = (await client.call_tool("search", {"query": "delegates"})).structured_content["results"][0]
+        whole = (await client.call_tool("fetch", {"id": "c#/notes.md"})).structured_content
+        passage = (await client.call_tool("fetch", {"id": hit["id"]})).structured_content
+    assert (hit["id"], hit["url"]) == ("c#/notes.md#sharp", "kb://doc/c%23/notes.md#sharp")
+    assert whole["url"] == "kb://doc/c%23/notes.md" and "fragment" not in whole["metadata"]
+    assert passage["url"] == hit["url"] and passage["metadata"]["fragment"] == "sharp"
