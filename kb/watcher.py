@@ -78,7 +78,6 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self.state: WatcherState = "starting"
         self.last_commit: datetime | None = None
-        self.batches = 0
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -206,7 +205,6 @@ class Watcher:
         finally:
             if self.state == "rescanning":
                 self.state = "watching"
-        self.batches += 1
         if report.added_paths or report.updated_paths or report.removed_paths:
             self.last_commit = datetime.now(UTC)
             self._write_status()
