@@ -162,11 +162,12 @@ class SearchIndex:
             [(tantivy.Occur.Must, self._term("kind", "file")), (tantivy.Occur.Must, self._term("path", path))]
         )
 
-    def _all_of_kind(self, kind: str, under: list[str] | None = None) -> list[tantivy.Document]:
+    def _all_of_kind(self, kind: str, under: list[str] | None = None) -> Iterator[tantivy.Document]:
+        """Every record of one kind (or those at or below `under`), one at a time: holding 50,000
+        stored records at once would cost hundreds of MB."""
         searcher = self._searcher()
-        total = searcher.num_docs
-        if total == 0 or under == []:
-            return []
+        if searcher.num_docs == 0 or under == []:
+            return
         query = self._term("kind", kind)
         if under is not None:
             regex = "|".join(f"({prefix_regex(p)})" for p in under)
@@ -176,8 +177,10 @@ class SearchIndex:
                     (tantivy.Occur.Must, tantivy.Query.regex_query(self.schema, "path", regex)),
                 ]
             )
-        hits = searcher.search(query, limit=total, count=False).hits
-        return [searcher.doc(address) for _, address in hits]
+        matching = _count(searcher.search(query, limit=1, count=True))
+        if matching:
+            for _, address in searcher.search(query, limit=matching, count=False).hits:
+                yield searcher.doc(address)
 
     def manifest(self, under: list[str] | None = None) -> dict[str, ManifestEntry]:
         """The manifest record of every indexed file, by path; or only those at or below `under`."""
