@@ -44,19 +44,14 @@ class _FirstCommit(FileSystemEventHandler):
 
 
 def kb_index(root: Path, index_dir: Path) -> subprocess.Popen[str]:
+    return kb(["index", str(root), "--index-dir", str(index_dir), "--json", "--wait", "10"])
+
+
+def kb(args: list[str]) -> subprocess.Popen[str]:
+    # stdin stays open: `kb serve` on stdio would stop at its end of input.
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kb",
-            "index",
-            str(root),
-            "--index-dir",
-            str(index_dir),
-            "--json",
-            "--wait",
-            "10",
-        ],
+        [sys.executable, "-m", "kb", *args],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -78,9 +73,11 @@ def assert_consistent(index: SearchIndex) -> None:
         ]
 
 
-@pytest.mark.parametrize("kill_at", ["first-commit", "start"])
-def test_kill_9_during_kb_index_then_a_rerun_completes_a_consistent_index(
-    tmp_path: Path, kill_at: str
+@pytest.mark.parametrize(
+    ("command", "kill_at"), [("index", "first-commit"), ("index", "start"), ("serve", "first-commit")]
+)
+def test_kill_9_while_indexing_then_a_rerun_completes_a_consistent_index(
+    tmp_path: Path, command: str, kill_at: str
 ) -> None:
     root, index_dir = tmp_path / "docs", tmp_path / "idx"
     make_corpus(root)
@@ -90,9 +87,9 @@ def test_kill_9_during_kb_index_then_a_rerun_completes_a_consistent_index(
     observer.schedule(watch, str(index_dir))
     observer.start()
     try:
-        run = kb_index(root, index_dir)
+        run = kb([command, str(root), "--index-dir", str(index_dir)])
         if kill_at == "first-commit":
-            assert watch.event.wait(120), "kb index never committed"
+            assert watch.event.wait(120), f"kb {command} never committed"
         run.send_signal(signal.SIGKILL)
         run.communicate(timeout=30)
     finally:
