@@ -25,7 +25,7 @@ class Vocabulary:
 
     def near(self, term: str, distance: int) -> list[str]:
         # Typos rarely hit the first letters; reading only the terms that share them keeps this fast.
-        prefix = term[:2] if len(term) >= 6 else term[:1]
+        prefix = term[:2]
         found: dict[str, tuple[int, int]] = {}
         for field in self.FIELDS:
             for candidate, count in self._searcher.terms_with_prefix(field, prefix):
