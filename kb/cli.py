@@ -205,7 +205,7 @@ def serve_command(
     The index is opened at once and kept fresh in the background; stdout carries only the protocol.
     """
     _setup_logging(ctx.obj["debug"], log_format)
-    from kb import http_transport, server
+    from kb import server
 
     settings = _settings(
         root=root,
@@ -223,6 +223,8 @@ def serve_command(
         if http is None and not sse:
             server.run_stdio(settings)
         else:
+            from kb import http_transport  # uvicorn and friends: only for HTTP
+
             host, port = _parse_http(http or "8000")
             http_transport.run_http(settings, host, port, sse=sse)
     except KbError as exc:
