@@ -16,7 +16,7 @@ import click
 
 from kb import __version__
 from kb.config import Settings
-from kb.errors import ConfigError, IndexLockedError, KbError
+from kb.errors import ConfigError, IndexLockedError, KbError, QueryError
 
 logger = logging.getLogger("kb")
 
@@ -76,7 +76,7 @@ def _megabytes(mb: float | None) -> int | None:
 
 def _fail(error: KbError) -> NoReturn:
     """Leave with the error's one-line message and the exit code its kind deserves."""
-    if isinstance(error, ConfigError):
+    if isinstance(error, ConfigError | QueryError):
         raise _UsageProblem(str(error)) from error
     if isinstance(error, IndexLockedError):
         raise _LockedProblem(str(error)) from error

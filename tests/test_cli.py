@@ -159,3 +159,10 @@ def test_every_command_has_help(command: str) -> None:
     run = kb(command, "--help")
     assert run.returncode == 0
     assert "--index-dir" in run.stdout
+
+
+def test_search_with_an_empty_query_is_a_usage_error(sample_docs: Path, tmp_path: Path) -> None:
+    kb("index", sample_docs, "--index-dir", tmp_path / "idx")
+    run = kb("search", "  ", "--index-dir", tmp_path / "idx")
+    assert run.returncode == 2
+    assert "empty" in run.stderr and "Traceback" not in run.stderr
