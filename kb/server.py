@@ -179,13 +179,10 @@ class KbRuntime:
                 logger.debug("changes committed after the event loop closed")
 
         watcher = Watcher(state.settings, state.index, on_commit=committed)
-        try:
-            watcher.start()
-        except OSError as exc:  # e.g. inotify limits: serve anyway, the index just won't follow edits
-            logger.error("cannot watch %s (%s); serving without live updates", state.settings.root, exc)
-            return
+        watcher.start()  # if the folder cannot be observed, it falls back to periodic rescans
         state.watcher = watcher
-        logger.info("watching %s for changes", state.settings.root)
+        if watcher.state == "watching":
+            logger.info("watching %s for changes", state.settings.root)
 
     async def _sync_finished(
         self,

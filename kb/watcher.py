@@ -82,8 +82,22 @@ class Watcher:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start observing and the batch thread; returns once the observer is scheduled."""
-        self._start_observer()
+        """Start observing and the batch thread; returns once the observer is scheduled.
+
+        If the folder cannot be observed (e.g. the system's inotify limits are reached), the batch
+        thread still runs the periodic stat-only rescan, so the index keeps up, only more slowly.
+        """
+        try:
+            self._start_observer()
+        except OSError as exc:
+            logger.error(
+                "cannot watch %s for changes (%s); rescanning every %gs instead",
+                self._root,
+                exc,
+                self._settings.rescan_seconds,
+            )
+            self._observer = None
+            self.state = "failed"
         self._thread = threading.Thread(target=self._run, name="kb-watcher", daemon=True)
         self._thread.start()
         self._write_status()
@@ -188,9 +202,11 @@ class Watcher:
             return batch, rescan
 
     def _apply(self, batch: set[str], rescan: bool) -> None:
+        observing = self.state != "failed"
         try:
             if rescan:
-                self.state = "rescanning"
+                if observing:
+                    self.state = "rescanning"
                 report = ingest.sync(self._settings, self._index)
             else:
                 report = ingest.sync_paths(self._settings, self._index, batch)
@@ -203,7 +219,7 @@ class Watcher:
             self._requeue(set(), True)
             return
         finally:
-            if self.state == "rescanning":
+            if observing:
                 self.state = "watching"
         if report.added_paths or report.updated_paths or report.removed_paths:
             self.last_commit = datetime.now(UTC)

@@ -183,3 +183,19 @@ def test_kb_status_shows_the_running_watcher_and_its_last_commit(live: Live) -> 
     live.watcher.stop()
     stopped = kb_status(live.settings.index_dir)
     assert (stopped["server"], stopped["watcher"]) == (None, None)
+
+
+def test_a_folder_that_cannot_be_observed_is_still_kept_fresh_by_rescans(tmp_path: Path) -> None:
+    state = Live(tmp_path)
+    moved = state.root.with_name("elsewhere")
+    state.root.rename(moved)  # the observer cannot be scheduled on a folder that is not there
+    state.watcher.start()
+    try:
+        assert state.watcher.state == "failed"
+        moved.rename(state.root)
+        (state.root / "later.md").write_text("# Later\n\nFound by a rescan, not an event.\n")
+        state.watcher.request_rescan()  # what the periodic timer does
+        state.wait_until(lambda: "later.md" in state.paths(), "the rescan to index later.md")
+        assert state.watcher.state == "failed"  # honest: it is not watching
+    finally:
+        state.watcher.stop()
