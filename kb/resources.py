@@ -173,7 +173,7 @@ def read_document_text(state: KbState, path: str) -> tuple[str, str]:
     """
     file = confine_path(state, path)
     try:
-        fmt = state.index.get(path).format  # PDFs aside, only the format: the text is the file
+        doc = state.index.get(path)
     except DocumentNotFoundError:
         unindexed = format_for(path)
         if not state.syncing or unindexed is None:
@@ -181,8 +181,10 @@ def read_document_text(state: KbState, path: str) -> tuple[str, str]:
         if unindexed == "pdf":
             raise NotIndexedYetError(path) from None
         fmt = unindexed
-    if fmt == "pdf":
-        return render_sections(state.index.get(path)), MIME_TYPES["pdf"]
+    else:
+        if doc.format == "pdf":
+            return render_sections(doc), MIME_TYPES["pdf"]
+        fmt = doc.format  # the text is the file as written
     data, _ = sources.read_inside(state.settings.root, file, state.settings.max_file_bytes)
     return _decode(data), MIME_TYPES[fmt]
 
