@@ -65,7 +65,7 @@ class _JsonFormatter(logging.Formatter):
 def _settings(**values: Any) -> Settings:
     """Flags given on the command line win over KB_* environment variables, which win over defaults."""
     try:
-        return Settings(**{k: v for k, v in values.items() if v is not None})
+        return Settings.from_env(**{k: v for k, v in values.items() if v is not None})
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
+ENV_PREFIX = "KB_"
 
 
-class Settings(BaseSettings):
-    """Everything kb's parts need to know; the CLI builds one, tests build their own."""
+class Settings(BaseModel):
+    """Everything kb's parts need to know; the CLI builds one with `from_env`, tests their own."""
 
-    model_config = SettingsConfigDict(env_prefix="KB_", extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     root: Path = Field(default=Path("."), description="The folder of documents")
     index_dir: Path = Field(default=Path("index"), description="Where the Tantivy index lives")
@@ -23,10 +25,7 @@ class Settings(BaseSettings):
     extract_timeout: float = Field(default=30.0, gt=0, description="Seconds one file may take to extract")
     url_base: str | None = Field(default=None, description="Web address where the documents are published")
     token: str | None = Field(default=None, description="Bearer token required on HTTP")
-    # NoDecode: the environment gives "https://a https://b", not a JSON list.
-    allow_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Extra Origins allowed on HTTP"
-    )
+    allow_origins: list[str] = Field(default_factory=list, description="Extra Origins allowed on HTTP")
     watch: bool = True
     rescan_seconds: float = Field(default=600.0, gt=0, description="Interval of the stat-only safety rescan")
     lock_wait: float = Field(default=60.0, ge=0, description="Seconds to wait for the index writer lock")
@@ -35,4 +34,21 @@ class Settings(BaseSettings):
     @field_validator("allow_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
+        # The environment gives "https://a https://b" (or comma-separated), not a list.
         return value.replace(",", " ").split() if isinstance(value, str) else value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **values: Any) -> Settings:
+        """Settings from `values`, then KB_<FIELD> environment variables (any case), then defaults.
+
+        Raises:
+            pydantic.ValidationError: a value is malformed or out of range (the message names it).
+        """
+        environ = os.environ if environ is None else environ
+        by_name = {key.upper(): value for key, value in environ.items()}
+        found = {
+            name: by_name[ENV_PREFIX + name.upper()]
+            for name in cls.model_fields
+            if ENV_PREFIX + name.upper() in by_name
+        }
+        return cls(**{**found, **values})

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from kb.config import Settings
 from kb.errors import ExtractionError
 from kb.extract_pool import ExtractionPool
-from kb.extractors import EXTRACTOR_MODULES, extract
+from kb.extractors import extract, extractor_modules
 from kb.index import IndexBatch, SearchIndex
 from kb.models import Document, FileProblem, ManifestEntry, SkippedFile, SyncReport
 from kb.sources import SourceFile, walk
@@ -89,7 +89,7 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings) -> 
         timeout=timeout,
         on_timeout=lambda _task: _stopped(timeout),
         on_crash=lambda _task: _crashed(),
-        preload=EXTRACTOR_MODULES,
+        preload=extractor_modules({source.format for source, _ in todo}),
     ) as pool:
         yield from pool.map(tasks)
 

@@ -33,7 +33,7 @@ def test_extract_refuses_an_unsupported_extension() -> None:
 def test_extractors_package_exports_exactly_its_public_names() -> None:
     public = {name for name in dir(kb.extractors) if not name.startswith("_")}
     assert set(kb.extractors.__all__) <= public
-    assert set(kb.extractors.__all__) == {"EXTENSIONS", "EXTRACTOR_MODULES", "extract", "format_for"}
+    assert set(kb.extractors.__all__) == {"EXTENSIONS", "extract", "extractor_modules", "format_for"}
 
 
 def test_text_paragraphs_become_one_section_with_line_range() -> None:
@@ -141,3 +141,11 @@ def test_text_sample_release_notes_has_title_and_faq(sample_docs: Path) -> None:
     doc = extract("release-notes.txt", (sample_docs / "release-notes.txt").read_bytes())
     assert doc.title == "kb release notes"
     assert any("--rebuild" in s.text for s in doc.sections)
+
+
+def test_worker_preload_names_only_the_extractors_of_the_formats_at_hand() -> None:
+    assert kb.extractors.extractor_modules(["md", "md", "txt"]) == (
+        "kb.extractors.markdown",
+        "kb.extractors.text",
+    )
+    assert kb.extractors.extractor_modules([]) == ()

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import importlib
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from kb.errors import ExtractionError
 from kb.models import Document, Format
 
-__all__ = ["EXTENSIONS", "EXTRACTOR_MODULES", "extract", "format_for"]
+__all__ = ["EXTENSIONS", "extract", "extractor_modules", "format_for"]
 
 EXTENSIONS: Mapping[str, Format] = MappingProxyType(
     {
@@ -45,8 +45,12 @@ _EXTRACTORS: Mapping[Format, tuple[str, str]] = MappingProxyType(
         "html": ("kb.extractors.html", "extract_html"),
     }
 )
-EXTRACTOR_MODULES = tuple(module for module, _ in _EXTRACTORS.values())
-"""Modules a worker process can import ahead of its first file."""
+
+
+def extractor_modules(formats: Iterable[Format]) -> tuple[str, ...]:
+    """The modules that extract `formats`, for a worker process to import ahead of its first file
+    (only those: pypdf alone takes ~0.2 s to import, and every worker waits for it)."""
+    return tuple(sorted({_EXTRACTORS[fmt][0] for fmt in formats}))
 
 
 def format_for(path: str) -> Format | None:
