@@ -242,24 +242,27 @@ _HARD_BREAK = re.compile(r"(?: {2,}|\\)\n")
 def _strip_inline(source: str) -> str:
     """The words of an inline run of Markdown: link and image text kept, targets, raw HTML and
     emphasis markers dropped, code spans and escapes unwrapped, entities decoded."""
-    text = source
+    if "`" not in source:
+        return _strip_markup(source).strip()
+    # Code is literal: the prose around the spans is stripped with a numbered NUL-quoted mark where
+    # each span was (a span inside a dropped link target goes with it), then the spans go back.
+    parts = _CODE_SPAN.split(source.replace("\x00", ""))
+    codes = [code.strip(" ") if code.strip() else code for code in parts[2::3]]
+    marked = parts[0] + "".join(f"\x00{n}\x00{after}" for n, after in enumerate(parts[3::3]))
+    pieces = _strip_markup(marked).split("\x00")
+    pieces[1::2] = [codes[int(n)] for n in pieces[1::2]]
+    return "".join(pieces).strip()
+
+
+def _strip_markup(text: str) -> str:
     # Most runs are plain prose: each step runs only if its marker character occurs at all.
-    codes: list[str] = []
-    if "`" in text:
-
-        def keep_code(match: re.Match[str]) -> str:
-            codes.append(match.group(2).strip(" ") if match.group(2).strip() else match.group(2))
-            return f"\x00{len(codes) - 1}\x00"
-
-        text = _CODE_SPAN.sub(keep_code, text)  # code is literal: no markup inside it
     if "<" in text:
         text = _HTML_INLINE.sub("", _AUTOLINK.sub(r"\1", text))
     if "[" in text:
         for _ in range(3):  # links may hold images: [![alt](img)](target)
-            stripped = _IMAGE_OR_LINK.sub(r"\1", text)
-            if stripped == text:
+            text = _IMAGE_OR_LINK.sub(r"\1", text)
+            if "](" not in text and "][" not in text:
                 break
-            text = stripped
     if "*" in text or "_" in text or "~" in text:
         text = _EMPHASIS.sub("", text)
     if "|" in text and _TABLE_DELIMITER.search(text):
@@ -277,6 +280,4 @@ def _strip_inline(source: str) -> str:
         text = _ESCAPE.sub(r"\1", text)
     if "&" in text:
         text = html.unescape(text)
-    if codes:
-        text = re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], text)
-    return text.strip()
+    return text
