@@ -202,6 +202,12 @@ def test_inline_markup_is_reduced_to_its_words_without_touching_code_or_brackets
     assert "guide/install.md" not in text and "https" not in text and "<b>" not in text
 
 
+def test_code_spans_stay_literal_inside_link_text_and_go_with_a_dropped_target() -> None:
+    source = "# T\n\nUse [`Vec<_T_>`](https://x/`y`) with `*a*` and *b*, not `` `c` ``.\n"
+    text = extract_markdown("t.md", source.encode()).sections[0].text
+    assert text.endswith("Use Vec<_T_> with *a* and b, not `c`.")
+
+
 def test_a_table_keeps_one_row_a_line_without_its_frame() -> None:
     source = (
         "# T\n\n| Flag | Meaning |\n|------|:-------:|\n| `--json` | one object |\n| --wait | seconds |\n"
