@@ -2,7 +2,8 @@
 
 An unchanged file (same size and mtime) is never opened. A file whose stat changed is hashed; if
 its content did not change only its manifest record is rewritten. Extraction runs in worker
-processes when there is enough of it to pay for them, and results are written in path order.
+processes when there is enough of it to pay for them, and results are written in a stable order
+(largest file first).
 """
 
 from __future__ import annotations
@@ -153,6 +154,9 @@ def _sync(
             report.unchanged += 1
         else:
             todo.append((source, None if rebuild or known is None else known.sha256))
+    # Largest first, so the sync ends on small files instead of one worker finishing a big PDF
+    # while the others idle. Still a stable order: the same tree is always written the same way.
+    todo.sort(key=lambda item: (-item[0].size, item[0].path))
     _apply(settings, index, todo, gone, manifest, report, progress)
     report.seconds = round(time.monotonic() - started, 3)
     log = logger.info if paths is None or report.failed else logger.debug
