@@ -20,7 +20,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 from pydantic_core import to_json
 
 from kb import sources
@@ -65,7 +65,11 @@ class SearchResult(BaseModel):
 
 
 class SearchOutput(BaseModel):
-    results: list[SearchResult]
+    # The item schema inline rather than a $ref into $defs: clients validate every result against
+    # this schema, and resolving a reference per item was a quarter of that cost (jsonschema).
+    results: Annotated[
+        list[SearchResult], WithJsonSchema({"type": "array", "items": SearchResult.model_json_schema()})
+    ]
     next_cursor: str | None = Field(default=None, description="Pass as cursor to get the next page")
     indexing: bool | None = Field(default=None, description="True while kb is still indexing the folder")
     approximate: bool | None = Field(

@@ -43,6 +43,9 @@ async def test_search_tool_is_read_only_titled_and_bounded(settings):
     assert search.title and search.annotations.read_only_hint and not search.annotations.destructive_hint
     assert search.input_schema["properties"]["limit"]["maximum"] == 50
     assert search.output_schema["required"] == ["results"]
+    # Items described inline: clients validate each result without resolving a $ref.
+    assert "$ref" not in json.dumps(search.output_schema)
+    assert search.output_schema["properties"]["results"]["items"]["properties"]["snippet"]["type"] == "string"
     assert tools["fetch"].input_schema["properties"]["max_chars"]["maximum"] == 100_000
 
 
