@@ -77,7 +77,7 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings) -> 
     jobs = settings.jobs or os.cpu_count() or 1
     total_bytes = sum(s.size for s, _ in todo)
     small = len(todo) < PARALLEL_MIN_FILES or total_bytes < PARALLEL_MIN_BYTES
-    tasks = [(str(source.abspath), source.path, known) for source, known in todo]
+    tasks = [(source.abspath, source.path, known) for source, known in todo]
     if small and not any(s.format == "pdf" for s, _ in todo):
         for task in tasks:
             yield _load(*task)

@@ -11,7 +11,7 @@ import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import unquote
 
 import pathspec
@@ -30,7 +30,7 @@ class SourceFile:
     """A file the walk found: a candidate document."""
 
     path: str  # root-relative POSIX path
-    abspath: Path
+    abspath: str
     size: int
     mtime_ns: int
     format: Format
@@ -63,7 +63,7 @@ class IgnoreRules:
 
     def is_ignored(self, rel: str, is_dir: bool = False) -> bool:
         """Whether any ignore file in a folder above `rel` excludes it (nearest folder wins last)."""
-        parts = PurePosixPath(rel).parts
+        parts = rel.split("/")
         ignored = False
         for depth in range(len(parts)):
             folder = "/".join(parts[:depth])
@@ -125,7 +125,33 @@ class _Walker:
                 (rel, f"larger than the size cap ({st.st_size} > {self.max_file_bytes} bytes)")
             )
         else:
-            self.result.files.append(SourceFile(rel, path, st.st_size, st.st_mtime_ns, fmt))
+            self.result.files.append(SourceFile(rel, str(path), st.st_size, st.st_mtime_ns, fmt))
+
+    def _examine_entry(self, entry: os.DirEntry[str], rel: str) -> None:
+        """`examine` for an entry of a folder being walked: the folder listing already says what is
+        a plain file or folder, so most entries cost one stat or none (symlinks take the long way)."""
+        if _is_hidden(entry.name):
+            return
+        try:
+            if entry.is_symlink():
+                self.examine(rel)
+            elif entry.is_dir(follow_symlinks=False):
+                if self.excluded is not None and entry.path == str(self.excluded):
+                    return
+                if not self.rules.is_ignored(rel, is_dir=True):
+                    self._descend(Path(entry.path), rel, entry.stat(follow_symlinks=False))
+            elif (fmt := format_for(entry.name)) is not None and not self.rules.is_ignored(rel):
+                st = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode):
+                    self.result.skipped.append((rel, "not a regular file"))
+                elif st.st_size > self.max_file_bytes:
+                    self.result.skipped.append(
+                        (rel, f"larger than the size cap ({st.st_size} > {self.max_file_bytes} bytes)")
+                    )
+                else:
+                    self.result.files.append(SourceFile(rel, entry.path, st.st_size, st.st_mtime_ns, fmt))
+        except OSError:
+            return  # gone since the listing
 
     def examine_root(self) -> None:
         self._descend(self.root, "", self.root.stat())
@@ -135,12 +161,13 @@ class _Walker:
             return  # a symlink loop, or a second link to a folder already walked
         self._seen_dirs.add((st.st_dev, st.st_ino))
         try:
-            names = sorted(os.listdir(folder))
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
         except OSError as exc:
             self.result.skipped.append((rel_folder or ".", f"cannot read folder: {exc.strerror or exc}"))
             return
-        for name in names:
-            self.examine(f"{rel_folder}/{name}" if rel_folder else name)
+        for entry in entries:
+            self._examine_entry(entry, f"{rel_folder}/{entry.name}" if rel_folder else entry.name)
 
 
 def walk(
