@@ -48,8 +48,9 @@ class Fragments:
 
 def slugify(text: str) -> str:
     """Lowercase ASCII slug: accents folded ("Zürich" -> "zurich"), other runs become one hyphen."""
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    return _SLUG_DROP.sub("-", folded.lower()).strip("-")[:_SLUG_MAX].rstrip("-")
+    if not text.isascii():
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return _SLUG_DROP.sub("-", text.lower()).strip("-")[:_SLUG_MAX].rstrip("-")
 
 
 @functools.cache
@@ -79,7 +80,9 @@ class _LinksAsWritten(MarkdownIt):
         return True
 
 
-_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(?:=+|-+)[ \t]*$", re.MULTILINE)
+# After a line break (an underline is never a document's first line): starting with a literal
+# lets the regex engine jump from line break to line break.
+_SETEXT_UNDERLINE = re.compile(r"\n {0,3}(?:=+|-+)[ \t]*$", re.MULTILINE)
 
 
 def extract_markdown(path: str, data: bytes) -> Document:
