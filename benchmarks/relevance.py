@@ -1,12 +1,13 @@
 """Relevance on the Cranfield collection: kb's MCP `search` tool beside a plain BM25 baseline.
 
-    python benchmarks/relevance.py [--cranfield DIR] [--json] [--per-query]
+    python benchmarks/relevance.py [--cranfield DIR] [--json] [--per-query] [--ablation]
 
 Lays the collection out in a temporary folder (`to_files.py`), indexes it with kb, sends each of
 the 225 queries through the MCP `search` tool exactly as written (an in-memory `mcp.Client`, as
 an assistant would send a whole question), and scores the top 10 with nDCG@10 and recall@10.
 The baseline, computed in the same run, is its own Tantivy index of whole documents (title +
-body, English stemming) queried with an OR of the query's words and nothing else.
+body, English stemming) queried with an OR of the query's words and nothing else. `--ablation`
+reruns kb with one ranking feature switched off at a time, to show what each contributes.
 
 Gains are graded: judgement 1 (complete answer) -> 4, 2 -> 3, 3 -> 2, 4 (minimum interest) -> 1;
 -1 means not relevant. Nothing is written into the repository.
@@ -33,7 +34,7 @@ from mcp import Client
 
 from kb import ingest
 from kb.config import Settings
-from kb.index import SearchIndex
+from kb.index import SearchIndex, _query
 from kb.server import KbRuntime, build_server
 
 HERE = Path(__file__).resolve().parent
@@ -43,6 +44,14 @@ K = 10
 _WORD = re.compile(r"\w+")
 
 Qrels = dict[str, dict[str, int]]  # query id -> document path -> gain
+
+# Each ranking feature of kb/index/_query.py, and the setting that switches it off.
+ABLATIONS: dict[str, tuple[str, object]] = {
+    "without pseudo-relevance feedback": ("FEEDBACK_TERMS", 0),
+    "without the proximity bonus": ("PROXIMITY_BOOST", 0.0),
+    "with field scores summed, not max + tie": ("FIELD_TIE", None),
+    "with title and heading weighted as body": ("FIELD_BOOSTS", {"title": 1.0, "heading": 1.0, "body": 1.0}),
+}
 
 
 # ---- the collection ---------------------------------------------------------------------------
@@ -161,7 +170,23 @@ def index_with_kb(settings: Settings) -> float:
 # ---- the command ------------------------------------------------------------------------------
 
 
-def measure(cranfield: Path, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def ablate(settings: Settings, queries: list[dict[str, Any]], qrels: Qrels) -> list[dict[str, Any]]:
+    """kb's figures with each of ABLATIONS applied in turn (the defaults restored after each)."""
+    rows = []
+    for name, (setting, value) in ABLATIONS.items():
+        default = getattr(_query, setting)
+        setattr(_query, setting, value)
+        try:
+            run, seconds, _ = anyio.run(kb_run, settings, queries)
+        finally:
+            setattr(_query, setting, default)
+        rows.append(score(f"  {name}", run, qrels, seconds))
+    return rows
+
+
+def measure(
+    cranfield: Path, work: Path, log: Callable[[str], None], *, ablation: bool = False
+) -> dict[str, Any]:
     queries, qrels = lay_out(cranfield, work / "cranfield")
     docs_root = work / "cranfield"
     base, base_seconds = baseline_run(docs_root / "docs", _mkdir(work / "baseline"), queries)
@@ -179,6 +204,7 @@ def measure(cranfield: Path, work: Path, log: Callable[[str], None]) -> dict[str
         "baseline": baseline,
         "kb": kb,
         "ratio": kb["ndcg@10"] / baseline["ndcg@10"] if baseline["ndcg@10"] else None,
+        "ablation": ablate(settings, queries, qrels) if ablation else [],
     }
 
 
@@ -188,7 +214,7 @@ def _mkdir(path: Path) -> Path:
 
 
 def print_table(report: dict[str, Any]) -> None:
-    rows = [report["baseline"], report["kb"]]
+    rows = [report["baseline"], report["kb"], *report["ablation"]]
     print(f"Cranfield: {report['documents']} documents, {rows[0]['queries']} judged queries, top {K}")
     print(f"{'system':44} {'nDCG@10':>8} {'recall@10':>10} {'empty':>6} {'p50 ms':>7}")
     for row in rows:
@@ -207,12 +233,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--per-query", action="store_true", help="include each query's nDCG@10 in --json")
+    parser.add_argument(
+        "--ablation", action="store_true", help="also run kb with each ranking feature switched off"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kb-relevance-") as tmp:
-        report = measure(args.cranfield.resolve(), Path(tmp), lambda m: print(m, file=sys.stderr))
+        report = measure(
+            args.cranfield.resolve(), Path(tmp), lambda m: print(m, file=sys.stderr), ablation=args.ablation
+        )
     if not args.per_query:
-        for key in ("baseline", "kb"):
-            report[key].pop("per_query")
+        for row in (report["baseline"], report["kb"], *report["ablation"]):
+            row.pop("per_query")
     if args.json:
         print(json.dumps(report, indent=2))
     else:

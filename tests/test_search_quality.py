@@ -8,7 +8,7 @@ import pytest
 
 from kb.config import Settings
 from kb.index import SearchIndex
-from kb.index._query import content_words, edit_distance
+from kb.index._query import content_words, edit_distance, feedback_terms
 from kb.ingest import sync
 
 
@@ -43,6 +43,7 @@ def test_question_words_are_dropped_so_the_topic_decides(tmp_path: Path) -> None
 def test_a_query_of_only_stopwords_still_searches_its_words() -> None:
     assert content_words("what is it") == ["what", "is", "it"]
     assert content_words("what is a kangaroo") == ["kangaroo"]
+    assert content_words("are there also more studies between wars") == ["studies", "wars"]
 
 
 def test_parentheses_in_a_question_are_prose_not_query_syntax(tmp_path: Path) -> None:
@@ -157,3 +158,63 @@ def test_a_hit_matched_only_in_its_title_shows_the_start_of_its_passage(tmp_path
     )
     hit = index.search("zebra").results[0]
     assert hit.snippet.startswith("Striped animals of the savanna")
+
+
+TURBINES = {
+    **PETS,  # other topics, so that the words below are rare enough to count
+    # The clear answer, whose other words (compressor, blades, cooling) are the topic's vocabulary.
+    "answer.md": "# Turbines\n\nA turbine drives the compressor; turbine blades need cooling air.\n",
+    # Says turbine once in a longer passage, but shares the answer's vocabulary.
+    "related.md": (
+        "# Engines\n\nThe turbine was inspected. Compressor blades and cooling air ducts were cleaned.\n"
+    ),
+    # Says turbine once in a short passage (plain BM25 ranks it above related.md) about something else.
+    "other.md": "# Power\n\nA wind turbine was built.\n",
+    # The answer's vocabulary without the question's word.
+    "no-match.md": "# Ducts\n\nCompressor blades and cooling air.\n",
+}
+
+
+def test_words_of_the_best_passages_rerank_the_others(tmp_path: Path) -> None:
+    index = build(tmp_path, TURBINES)
+    assert [h.path for h in index.search("turbine").results] == ["answer.md", "related.md", "other.md"]
+
+
+def test_feedback_words_reorder_matches_but_never_add_one(tmp_path: Path) -> None:
+    index = build(tmp_path, TURBINES)
+    results = index.search("turbine")
+    assert "no-match.md" not in [h.path for h in results.results]
+    assert results.total == 3  # the documents that say turbine
+
+
+def test_a_query_in_tantivy_syntax_is_ranked_as_written_without_feedback(tmp_path: Path) -> None:
+    index = build(tmp_path, TURBINES)
+    paths = [h.path for h in index.search('"turbine"').results]
+    assert paths == ["answer.md", "other.md", "related.md"]
+
+
+def test_the_first_passage_does_not_depend_on_the_page_size(tmp_path: Path) -> None:
+    index = build(
+        tmp_path,
+        {
+            **PETS,
+            "a.md": "# A\n\nThe turbine hums.\n",
+            **{
+                f"{n}.md": f"# {n}\n\nThe turbine compressor blades, part {n}.\n"
+                for n in ("b", "c", "d", "e")
+            },
+        },
+    )
+    first = index.search("turbine", limit=5, all_passages=True).results[0].id
+    assert index.search("turbine", limit=1, all_passages=True).results[0].id == first
+
+
+def test_feedback_terms_come_mostly_from_the_best_passage_and_skip_the_question_and_stopwords() -> None:
+    weights = feedback_terms(
+        [(12.0, "Shock waves also reflect from the nozzle wall 2 times."), (6.0, "Engines reflect sound.")],
+        exclude={"shock"},
+    )
+    assert weights["reflect"] == 1.0  # in both passages
+    assert weights["wave"] > 0.99  # only in the best one
+    assert weights["sound"] < 0.01  # only in the other one, six points of BM25 behind
+    assert {"shock", "also", "the", "from", "2"}.isdisjoint(weights)

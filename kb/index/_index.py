@@ -23,7 +23,7 @@ import tantivy
 
 from kb.errors import ConfigError, DocumentNotFoundError, IndexLockedError, IndexMismatchError
 from kb.index._batch import HOLDER_FILE, IndexBatch, command_line, holder_of, is_lock_busy
-from kb.index._query import QueryPlan, plan_query, prefix_regex
+from kb.index._query import FEEDBACK_PASSAGES, QueryPlan, plan_query, prefix_regex
 from kb.index._results import SNIPPET_CHARS, Vocabulary, hit
 from kb.index._schema import SCHEMA_VERSION, build_schema, int_of, section_from_record, text_of
 from kb.models import (
@@ -294,6 +294,10 @@ class SearchIndex:
             modified_after=modified_after,
             vocabulary=Vocabulary(searcher),
         )
+        if plan.expand is not None:
+            # The best passages for the question's own words lend it their vocabulary.
+            best = searcher.search(plan.query, limit=FEEDBACK_PASSAGES, count=False).hits
+            plan = plan.expand([(score, text_of(searcher.doc(address), "body")) for score, address in best])
         hits, total = self._collect(searcher, plan, offset + limit, all_passages)
         if not hits and (retry := plan.fuzzy()) is not None:
             plan = retry
