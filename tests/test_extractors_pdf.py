@@ -51,6 +51,16 @@ def test_pdf_sample_manual_has_one_section_per_page(sample_docs: Path) -> None:
     assert doc.warnings == []
 
 
+def test_pdf_pages_read_the_same_with_each_font_built_once_per_document(sample_docs: Path) -> None:
+    data = (sample_docs / "manual.pdf").read_bytes()
+    reader = PdfReader(io.BytesIO(data))  # read page by page outside kb: every font rebuilt per page
+    assert len(reader.pages) > 1
+    plain = [normalize(page.extract_text()) for page in reader.pages]
+    doc = extract_pdf("manual.pdf", data)
+    assert [s.text for s in doc.sections] == [text for text in plain if text]
+    assert [s.text for s in extract_pdf("manual.pdf", data).sections] == [s.text for s in doc.sections]
+
+
 def test_pdf_page_text_belongs_to_its_own_page() -> None:
     sections = {s.page: s.text for s in extract_pdf("manual.pdf", SAMPLE_PDF.read_bytes()).sections}
     assert sections[2].startswith("How PDF files are indexed\n")
