@@ -64,8 +64,12 @@ def _parser(setext: bool) -> MarkdownIt:
     block pass. Fences, indented code, headings, HTML blocks and link definitions stay, because
     they decide what is a heading and what is text. Setext headings (a line underlined with = or
     -) cost a check on every paragraph, so that rule runs only for documents that could have one.
+    Of the core passes only the block pass runs: line ends are already normalized (see
+    `extract_markdown` for NUL), and with no inline pass there is no text to join.
     """
-    md = _LinksAsWritten("commonmark").disable(["inline", "list", "blockquote", "hr"])
+    md = _LinksAsWritten("commonmark").disable(
+        ["inline", "list", "blockquote", "hr", "normalize", "text_join"]
+    )
     return md if setext else md.disable("lheading")
 
 
@@ -97,6 +101,8 @@ def extract_markdown(path: str, data: bytes) -> Document:
     text = decode_text(path, data)
     meta, body, offset = split_front_matter(text)
     walker = _Walker(offset, text.split("\n"))
+    if "\0" in body:  # what markdown-it's own normalizing pass would do (decode_text did line ends)
+        body = body.replace("\0", "\ufffd")
     walker.walk(_parser(bool(_SETEXT_UNDERLINE.search(body))).parse(body))
     title = _meta_title(meta) or walker.first_h1 or file_stem(path)
     return Document(path=path, format="md", title=title, tags=_meta_tags(meta), sections=walker.sections)
