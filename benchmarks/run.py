@@ -55,35 +55,52 @@ def _run_figures(run: Measured, report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def bench_markdown(root: Path, tmp: Path) -> dict[str, Any]:
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall time, and every run's wall time beside it."""
+    chosen = dict(sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2])
+    chosen["walls"] = [r["wall_s"] for r in runs]
+    return chosen
+
+
+def _naive(root: Path, index_dir: Path) -> dict[str, Any]:
+    shutil.rmtree(index_dir, ignore_errors=True)
+    run = measure([sys.executable, str(HERE / "_naive.py"), str(root), str(index_dir)])
+    if run.returncode:
+        raise BenchFailure(f"naive pipeline failed: {run.stderr.strip()[-600:]}")
+    return {"wall_s": run.wall, "seconds": json.loads(run.stdout)["seconds"], "peak_rss_mb": run.peak_rss_mb}
+
+
+def _cold(root: Path, index_dir: Path) -> dict[str, Any]:
+    shutil.rmtree(index_dir, ignore_errors=True)
+    return _run_figures(*kb_index(root, index_dir))
+
+
+def bench_markdown(root: Path, tmp: Path, repeat: int) -> dict[str, Any]:
+    """Naive and cold kb runs alternate, `repeat` times each, so that both meet the same machine."""
     files, size = _corpus.files_and_bytes(root)
-    naive_run = measure([sys.executable, str(HERE / "_naive.py"), str(root), str(tmp / "naive-index")])
-    if naive_run.returncode:
-        raise BenchFailure(f"naive pipeline failed: {naive_run.stderr.strip()[-600:]}")
-    naive = json.loads(naive_run.stdout)
-    cold = _run_figures(*kb_index(root, tmp / "md-index"))
-    again = _run_figures(*kb_index(root, tmp / "md-index"))
+    naive_runs, cold_runs = [], []
+    for _ in range(repeat):
+        naive_runs.append(_naive(root, tmp / "naive-index"))
+        cold_runs.append(_cold(root, tmp / "md-index"))  # the last one stays for the MCP sections
+    naive, cold = _median(naive_runs), _median(cold_runs)
+    again = _median([_run_figures(*kb_index(root, tmp / "md-index")) for _ in range(repeat)])
     return {
         "files": files,
         "mb": size / MB,
-        "naive": {
-            "wall_s": naive_run.wall,
-            "seconds": naive["seconds"],
-            "peak_rss_mb": naive_run.peak_rss_mb,
-        },
+        "naive": naive,
         "cold": cold,
         "nochange": again,
-        "speedup_wall": naive_run.wall / cold["wall_s"],
+        "speedup_wall": naive["wall_s"] / cold["wall_s"],
         "speedup_own": naive["seconds"] / cold["kb_seconds"],
         "nochange_pct_wall": 100 * again["wall_s"] / cold["wall_s"],
         "nochange_pct_own": 100 * again["kb_seconds"] / cold["kb_seconds"],
     }
 
 
-def bench_pdf(root: Path, tmp: Path) -> dict[str, Any]:
+def bench_pdf(root: Path, tmp: Path, repeat: int) -> dict[str, Any]:
     files, size = _corpus.files_and_bytes(root)
     pages = _corpus.pdf_pages(root)  # counted once, outside the timing
-    cold = _run_figures(*kb_index(root, tmp / "pdf-index"))
+    cold = _median([_cold(root, tmp / "pdf-index") for _ in range(repeat)])
     return {
         "files": files,
         "mb": size / MB,
@@ -154,21 +171,28 @@ def main() -> int:
     parser.add_argument(
         "--skip-freshness", action="store_true", help="skip the live freshness section (about 1 minute)"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each timed index, median shown [3; --quick: 1]",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     args = parser.parse_args()
     queries, ready_runs = (min(args.queries, 50), min(args.ready_runs, 3)) if args.quick else (
         args.queries, args.ready_runs
     )  # fmt: skip
+    repeat = 1 if args.quick else max(1, args.repeat)
 
     figures: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, Python {platform.python_version()}"}
     with tempfile.TemporaryDirectory(prefix="kb-bench-") as name:
         tmp = Path(name)
         md = _markdown_root(args, tmp)
         figures["corpus"] = str(args.corpus or args.markdown_tar)
-        _attempt(figures, "markdown", bench_markdown, md, tmp)
+        _attempt(figures, "markdown", bench_markdown, md, tmp, repeat)
         if args.pdf_tar and args.pdf_tar.name:
             pdf = _corpus.subset(_corpus.unpack(args.pdf_tar, tmp / "pdf"), 10 if args.quick else None)
-            _attempt(figures, "pdf", bench_pdf, pdf, tmp)
+            _attempt(figures, "pdf", bench_pdf, pdf, tmp, repeat)
         if "error" not in figures["markdown"]:
             _attempt(figures, "ready", _mcp.time_to_ready, md, tmp / "md-index", ready_runs)
             _attempt(
@@ -199,9 +223,13 @@ def table(f: dict[str, Any]) -> str:
             return None
         return f[key]
 
+    def runs(r: dict[str, Any]) -> str:
+        walls = r.get("walls", [])
+        return f"; runs {', '.join(f'{w:.2f}' for w in walls)}" if len(walls) > 1 else ""
+
     def run(label: str, r: dict[str, Any], size: float | None = None, goal: str = "") -> None:
         rate = f", {size / r['wall_s']:.2f} MB/s" if size else ""
-        row(f"  {label}", f"{r['wall_s']:.2f} s wall{rate} (kb's own: {r['kb_seconds']:.2f} s)")
+        row(f"  {label}", f"{r['wall_s']:.2f} s wall{rate} (kb's own: {r['kb_seconds']:.2f} s{runs(r)})")
         row(
             "    peak RSS", f"{r['peak_rss_mb']:.0f} MB largest process, {r['peak_tree_mb']:.0f} MB all", goal
         )
@@ -210,7 +238,7 @@ def table(f: dict[str, Any]) -> str:
         n, cold = m["naive"], m["cold"]
         row("  files, size", f"{m['files']:,} files, {m['mb']:.1f} MB ({cold['documents']:,} indexed by kb)")
         naive = f"{n['wall_s']:.2f} s wall, {m['mb'] / n['wall_s']:.2f} MB/s"
-        row("  naive pipeline, 1 process", f"{naive} (pipeline alone {n['seconds']:.2f} s)")
+        row("  naive pipeline, 1 process", f"{naive} (pipeline alone {n['seconds']:.2f} s{runs(n)})")
         run("kb index, cold", cold, m["mb"])
         row(
             "  speed-up over naive", f"{m['speedup_wall']:.2f}x wall ({m['speedup_own']:.2f}x inner)", ">= 3x"
