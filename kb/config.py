@@ -29,6 +29,9 @@ class Settings(BaseModel):
     watch: bool = True
     rescan_seconds: float = Field(default=600.0, gt=0, description="Interval of the stat-only safety rescan")
     lock_wait: float = Field(default=60.0, ge=0, description="Seconds to wait for the index writer lock")
+    # Each commit makes new segments that Tantivy later merges: fewer commits, less work; more
+    # commits, less lost to a crash and earlier results while a first index is built.
+    commit_every_files: int = Field(default=10_000, ge=1, description="Files written between commits")
     log_format: Literal["text", "json"] = "text"
 
     @field_validator("allow_origins", mode="before")

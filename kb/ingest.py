@@ -25,8 +25,6 @@ from kb.sources import SourceFile, walk
 
 logger = logging.getLogger(__name__)
 
-# Commit at least this often during a long sync, so a crash loses little and readers see progress.
-COMMIT_EVERY_FILES = 2000
 # Below this much work, starting worker processes costs more than it saves.
 PARALLEL_MIN_FILES = 16
 PARALLEL_MIN_BYTES = 2 * 1024 * 1024
@@ -195,7 +193,7 @@ def _apply(
             _write_one(batch, source, loaded, manifest.get(source.path), report)
             if progress is not None:
                 progress(done, len(todo))
-            if batch.pending >= COMMIT_EVERY_FILES:
+            if batch.pending >= settings.commit_every_files:
                 batch.commit()
 
 

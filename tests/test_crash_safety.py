@@ -4,6 +4,7 @@ and every manifest record agrees with the stored sections."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,8 +16,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from kb.index import HOLDER_FILE, SearchIndex
-from kb.ingest import COMMIT_EVERY_FILES
 
+COMMIT_EVERY_FILES = 2000
 FILES = COMMIT_EVERY_FILES * 2 + 300  # several commits, so a kill can land between two of them
 
 
@@ -51,6 +52,7 @@ def kb(args: list[str]) -> subprocess.Popen[str]:
     # stdin stays open: `kb serve` on stdio would stop at its end of input.
     return subprocess.Popen(
         [sys.executable, "-m", "kb", *args],
+        env={**os.environ, "KB_COMMIT_EVERY_FILES": str(COMMIT_EVERY_FILES)},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -211,3 +211,13 @@ def test_the_json_report_leaves_out_the_changed_path_lists(corpus: Corpus) -> No
     report = corpus.sync()
     assert report.added_paths == ["a.md", "sub/b.txt"]
     assert "added_paths" not in report.model_dump()
+
+
+def test_a_long_sync_commits_every_commit_every_files_so_readers_see_progress(tmp_path: Path) -> None:
+    c = Corpus(tmp_path, commit_every_files=2)
+    for n in range(5):
+        c.write(f"n{n}.md", f"# Note {n}\n\nword{n}\n")
+    committed: list[int] = []
+    sync(c.settings, c.index, progress=lambda done, total: committed.append(c.index.stats().documents))
+    assert committed == [0, 0, 2, 2, 4]  # seen after each file is written, before its batch commits
+    assert c.index.stats().documents == 5
