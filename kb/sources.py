@@ -118,14 +118,18 @@ class _Walker:
             return
         if is_link and not path.resolve().is_relative_to(self.root):
             self.result.skipped.append((rel, "symlink points outside the root"))
-        elif not stat.S_ISREG(st.st_mode):
+        else:
+            self._add_file(rel, str(path), st, fmt)
+
+    def _add_file(self, rel: str, abspath: str, st: os.stat_result, fmt: Format) -> None:
+        if not stat.S_ISREG(st.st_mode):
             self.result.skipped.append((rel, "not a regular file"))
         elif st.st_size > self.max_file_bytes:
             self.result.skipped.append(
                 (rel, f"larger than the size cap ({st.st_size} > {self.max_file_bytes} bytes)")
             )
         else:
-            self.result.files.append(SourceFile(rel, str(path), st.st_size, st.st_mtime_ns, fmt))
+            self.result.files.append(SourceFile(rel, abspath, st.st_size, st.st_mtime_ns, fmt))
 
     def _examine_entry(self, entry: os.DirEntry[str], rel: str) -> None:
         """`examine` for an entry of a folder being walked: the folder listing already says what is
@@ -141,15 +145,7 @@ class _Walker:
                 if not self.rules.is_ignored(rel, is_dir=True):
                     self._descend(Path(entry.path), rel, entry.stat(follow_symlinks=False))
             elif (fmt := format_for(entry.name)) is not None and not self.rules.is_ignored(rel):
-                st = entry.stat(follow_symlinks=False)
-                if not stat.S_ISREG(st.st_mode):
-                    self.result.skipped.append((rel, "not a regular file"))
-                elif st.st_size > self.max_file_bytes:
-                    self.result.skipped.append(
-                        (rel, f"larger than the size cap ({st.st_size} > {self.max_file_bytes} bytes)")
-                    )
-                else:
-                    self.result.files.append(SourceFile(rel, entry.path, st.st_size, st.st_mtime_ns, fmt))
+                self._add_file(rel, entry.path, entry.stat(follow_symlinks=False), fmt)
         except OSError:
             return  # gone since the listing
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import re
 import struct
@@ -126,17 +127,18 @@ def _reason(exc: BaseException) -> str:
 # map again: a fifth of extraction time on the shared PDF set. A font is one shared object across
 # the pages of a document, so while one document is extracted, each is built once. Where pypdf
 # has no such hook, nothing changes. (A built font is only ever given the same default space width.)
-_fonts: dict[tuple[int, int], Any] | None = None
+_fonts: contextvars.ContextVar[dict[tuple[int, int, int], Any] | None] = contextvars.ContextVar(
+    "kb_pdf_fonts", default=None
+)
 
 
 @contextlib.contextmanager
 def _fonts_built_once() -> Iterator[None]:
-    global _fonts  # one document at a time per process: extraction runs in worker processes
-    _fonts = {}
+    token = _fonts.set({})  # per thread, so two documents extracted at once never share fonts
     try:
         yield
     finally:
-        _fonts = None
+        _fonts.reset(token)
 
 
 def _share_fonts() -> None:
@@ -147,13 +149,14 @@ def _share_fonts() -> None:
     build = Font.from_font_resource.__func__  # type: ignore[attr-defined]
 
     def from_font_resource(cls: type[Font], pdf_font_dict: Any) -> Font:
+        fonts = _fonts.get()
         ref = getattr(pdf_font_dict, "indirect_reference", None)
-        if _fonts is None or ref is None:
+        if fonts is None or ref is None:
             return build(cls, pdf_font_dict)
-        key = (ref.idnum, ref.generation)
-        if key not in _fonts:
-            _fonts[key] = build(cls, pdf_font_dict)
-        return _fonts[key]
+        key = (id(ref.pdf), ref.idnum, ref.generation)
+        if key not in fonts:
+            fonts[key] = build(cls, pdf_font_dict)
+        return fonts[key]
 
     Font.from_font_resource = classmethod(from_font_resource)  # type: ignore[method-assign,assignment]
 

@@ -142,7 +142,7 @@ class SearchIndex:
             try:
                 # One indexing thread: the extraction workers already use the other cores, and each
                 # thread writes its own segments, which cost merges later (measured on 50,000 files:
-                # 15% less CPU than two threads, at the same speed on the Markdown corpus).
+                # 13% less CPU than two threads, at the same speed on the Markdown corpus).
                 return self._index.writer(heap_size=128_000_000, num_threads=1)
             except ValueError as exc:
                 if not is_lock_busy(exc) or time.monotonic() >= deadline:
