@@ -328,12 +328,14 @@ class SearchIndex:
             return list(result.hits), _count(result)
         scan = min(max(wanted * 10, 100), MAX_HITS_SCANNED)
         while True:
-            result = searcher.search(plan.query, limit=scan, count=True)
+            # No count: fewer hits than asked for already says the scan saw them all, and without
+            # counting Tantivy may skip passages that cannot reach the top (~15% of a search).
+            result = searcher.search(plan.query, limit=scan, count=False)
             best: dict[int, tuple[float, tantivy.DocAddress]] = {}
             nums = searcher.fast_field_values("doc_num", [address for _, address in result.hits])
             for (score, address), num in zip(result.hits, nums, strict=True):
                 best.setdefault(int(num or 0), (score, address))
-            exhausted = len(result.hits) >= _count(result)
+            exhausted = len(result.hits) < scan
             if len(best) >= wanted or exhausted or scan >= MAX_HITS_SCANNED:
                 # When the scan was cut short there are at least this many documents, maybe more.
                 total = len(best) if exhausted else max(len(best), wanted + 1)
