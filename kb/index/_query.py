@@ -12,6 +12,7 @@ import heapq
 import itertools
 import math
 import re
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -134,12 +135,12 @@ def feedback_terms(best: list[tuple[float, str]], exclude: set[str]) -> dict[str
     if not best:
         return {}
     top = max(score for score, _ in best)
-    likelihood: dict[str, float] = {}
+    likelihood: defaultdict[str, float] = defaultdict(float)
     for score, text in best:
-        terms = analyze(text[:FEEDBACK_CHARS])
-        share = math.exp(score - top) / max(len(terms), 1)
-        for term in terms:
-            likelihood[term] = likelihood.get(term, 0.0) + share
+        counts = Counter(analyze(text[:FEEDBACK_CHARS]))  # counted in C, then one step per distinct term
+        share = math.exp(score - top) / max(counts.total(), 1)
+        for term, n in counts.items():
+            likelihood[term] += share * n
     skip = exclude | _STOPWORD_TERMS
     chosen = heapq.nlargest(
         FEEDBACK_TERMS,
