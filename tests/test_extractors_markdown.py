@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,36 @@ def test_list_items_and_quotes_keep_their_words_and_fenced_code_inside_them_is_n
     text = document.sections[0].text
     for words in ("- one item\n- two", "quoted text", "step:", "# not a heading"):
         assert words in text
+
+
+HOSTILE_INLINE = {
+    "unclosed comments": "x " + "<!-- a " * 100_000,
+    "unclosed links": "x " + "![a](b " * 100_000,
+    "unclosed titles": "x " + '[a](b "' * 100_000,
+    "backtick runs that never close": "".join("`" * n + " x " for n in range(1200, 0, -1)),
+    "tags without an end": "<div>\n" + "< a " * 100_000,
+}
+
+
+@pytest.mark.parametrize("body", HOSTILE_INLINE.values(), ids=HOSTILE_INLINE.keys())
+def test_markup_that_never_closes_costs_linear_time(body: str) -> None:
+    # Each of these took minutes when a pattern scanned to the end of the text from every opener.
+    started = time.monotonic()
+    doc = extract_markdown("hostile.md", f"# T\n\n{body}\n".encode())
+    assert time.monotonic() - started < 10
+    assert len(doc.sections[0].text) > 100_000  # nothing was closed, so the text stays
+
+
+def test_html_comments_are_dropped_whole_even_with_tags_or_code_inside() -> None:
+    source = "# T\n\n<!-- run:\ncargo test > out.txt 2>&1\nadd `> ` before each line -->\n\nKept text.\n"
+    text = extract_markdown("t.md", source.encode()).sections[0].text
+    assert text == "T\nKept text."
+
+
+def test_a_heading_repeated_many_times_gets_unique_fragments_in_linear_time() -> None:
+    started = time.monotonic()
+    doc = extract_markdown("hostile.md", b"# h\n\ntext\n\n" * 20_000)
+    assert time.monotonic() - started < 10  # each fragment used to be found by counting up from h-2
+    fragments = [s.fragment for s in doc.sections]
+    assert len(set(fragments)) == len(fragments) == 20_000
+    assert fragments[:3] == ["h", "h-2", "h-3"] and fragments[-1] == "h-20000"

@@ -34,14 +34,19 @@ class Fragments:
 
     def __init__(self) -> None:
         self._used: set[str] = set()
+        # The last suffix handed out per slug: nothing is ever released, so the search for a free
+        # one goes on from there (from 2 each time, a file of one repeated heading was quadratic).
+        self._last: dict[str, int] = {}
 
     def claim(self, name: str, fallback: str = "section") -> str:
         """Return a fresh fragment for `name`: its slug, suffixed with -2, -3... if already taken."""
         base = slugify(name) or fallback
-        fragment, n = base, 1
+        n = self._last.get(base, 1)
+        fragment = base if n == 1 else f"{base}-{n}"
         while fragment in self._used:
             n += 1
             fragment = f"{base}-{n}"
+        self._last[base] = n
         self._used.add(fragment)
         return fragment
 
@@ -188,7 +193,7 @@ class _Walker:
             elif kind in ("fence", "code_block"):
                 self._add(token.content.rstrip("\n"))
             elif kind == "html_block":
-                self._add(_SPACES.sub(" ", _TAG.sub(" ", token.content)).strip())
+                self._add(_SPACES.sub(" ", _drop_tags(_drop_comments(token.content))).strip())
         self._close()
 
     def _start_heading(self, level: int, text: str) -> None:
@@ -227,13 +232,17 @@ class _Walker:
 
 
 # [text](target "title"), ![alt](src) and [text][ref]; a bare [text] is left alone (array[i]).
+# Targets and titles are bounded and quoted as CommonMark has them, so that on a file of unclosed
+# links each attempt fails within a few characters instead of scanning to the end of the text.
 _IMAGE_OR_LINK = re.compile(
     r"!?\[((?:[^\[\]\\]|\\.)*)\]"  # the text
-    r"(?:\((?:[^()\s]|\([^()]*\))*(?:\s+[^)]*)?\)|\[[^\]]*\])"  # (target "title") or [ref]
+    r"(?:\(\s*(?:<[^<>\n]{0,500}>|(?:[^()\s]|\([^()\s]{0,500}\))*)"  # (<target> or (target
+    r"(?:\s+(?:\"[^\"]{0,500}\"|'[^']{0,500}'|\([^()]{0,500}\)))?\s*\)"  # "title")
+    r"|\[[^\]]{0,500}\])"  # or [ref]
 )
 _AUTOLINK = re.compile(r"<((?:https?|mailto|ftp):[^<>\s]+|[^<>\s@]+@[^<>\s@]+)>")
-_HTML_INLINE = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>|<!--.*?-->", re.DOTALL)
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
+_HTML_INLINE = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
+_BACKTICKS = re.compile(r"`+")
 # A run of * or _ (1-3) or ~~ that opens (after a non-word, before a non-space) or closes (after a
 # non-space, before a non-word). Each branch starts with its marker character and checks the
 # character before the run with a lookbehind over both: a pattern that starts with a literal lets
@@ -255,18 +264,59 @@ def _strip_inline(source: str) -> str:
         return _strip_markup(source).strip()
     # Code is literal: the prose around the spans is stripped with a numbered NUL-quoted mark where
     # each span was (a span inside a dropped link target goes with it), then the spans go back.
-    parts = _CODE_SPAN.split(source.replace("\x00", ""))
-    codes = [code.strip(" ") if code.strip() else code for code in parts[2::3]]
-    marked = parts[0] + "".join(f"\x00{n}\x00{after}" for n, after in enumerate(parts[3::3]))
+    parts = _split_code_spans(source.replace("\x00", ""))
+    codes = [code.strip(" ") if code.strip() else code for code in parts[1::2]]
+    marked = parts[0] + "".join(f"\x00{n}\x00{after}" for n, after in enumerate(parts[2::2]))
     pieces = _strip_markup(marked).split("\x00")
     pieces[1::2] = [codes[int(n)] for n in pieces[1::2]]
     return "".join(pieces).strip()
 
 
+def _split_code_spans(text: str) -> list[str]:
+    """[prose, code, prose, code, ..., prose]: a run of backticks opens a code span that the next
+    run of the same length closes; a run that nothing closes is literal text. One pass over the
+    runs (a regex with a back-reference would scan to the end from every unclosed run)."""
+    runs = [(m.start(), m.end()) for m in _BACKTICKS.finditer(text)]
+    closer: list[int | None] = [None] * len(runs)  # the next run of the same length, if any
+    next_of_length: dict[int, int] = {}
+    for i in range(len(runs) - 1, -1, -1):
+        length = runs[i][1] - runs[i][0]
+        closer[i] = next_of_length.get(length)
+        next_of_length[length] = i
+    parts, prose_from, i = [], 0, 0
+    while i < len(runs):
+        j = closer[i]
+        if j is None or runs[j][0] == runs[i][1]:  # unclosed, or empty (`` is literal)
+            i += 1
+            continue
+        parts += [text[prose_from : runs[i][0]], text[runs[i][1] : runs[j][0]]]
+        prose_from = runs[j][1]
+        i = j + 1
+    parts.append(text[prose_from:])
+    return parts
+
+
+def _drop_tags(html: str) -> str:
+    """Tags replaced by spaces. Only up to the last ">": past it every "<" would scan to the end of
+    the text for one, which on a hostile file takes quadratic time."""
+    end = html.rfind(">") + 1
+    return _TAG.sub(" ", html[:end]) + html[end:]
+
+
+def _drop_comments(text: str) -> str:
+    """Text without its <!-- comments --> (an unclosed one stays), in one pass."""
+    kept, pos = [], 0
+    while (start := text.find("<!--", pos)) != -1 and (end := text.find("-->", start + 4)) != -1:
+        kept.append(text[pos:start])
+        pos = end + 3
+    kept.append(text[pos:])
+    return "".join(kept)
+
+
 def _strip_markup(text: str) -> str:
     # Most runs are plain prose: each step runs only if its marker character occurs at all.
     if "<" in text:
-        text = _HTML_INLINE.sub("", _AUTOLINK.sub(r"\1", text))
+        text = _HTML_INLINE.sub("", _AUTOLINK.sub(r"\1", _drop_comments(text)))
     if "[" in text:
         for _ in range(3):  # links may hold images: [![alt](img)](target)
             text = _IMAGE_OR_LINK.sub(r"\1", text)
