@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 # Below this much work, starting worker processes costs more than it saves.
 PARALLEL_MIN_FILES = 16
 PARALLEL_MIN_BYTES = 2 * 1024 * 1024
+# A file this large is extracted in a worker, within the time budget, even alone: hostile markup
+# can make a parser slow (the standard library's HTML parser is quadratic on some of it).
+INLINE_MAX_BYTES = 256 * 1024
 
 Progress = Callable[[int, int], None]
 
@@ -70,13 +73,14 @@ def _crashed() -> Loaded:
 
 
 def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings) -> Iterator[Loaded]:
-    """Load every file of `todo`, in order: in worker processes when it pays or when a PDF needs a
-    time budget (pypdf can spin on hostile files), else inline."""
+    """Load every file of `todo`, in order: in worker processes when it pays or when a file needs a
+    time budget (pypdf can spin on hostile files, and large files are where hostile markup hurts),
+    else inline."""
     jobs = settings.jobs or os.cpu_count() or 1
     total_bytes = sum(s.size for s, _ in todo)
     small = len(todo) < PARALLEL_MIN_FILES or total_bytes < PARALLEL_MIN_BYTES
     tasks = [(source.abspath, source.path, known) for source, known in todo]
-    if small and not any(s.format == "pdf" for s, _ in todo):
+    if small and not any(s.format == "pdf" or s.size > INLINE_MAX_BYTES for s, _ in todo):
         for task in tasks:
             yield _load(*task)
         return

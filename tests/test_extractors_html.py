@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,10 @@ def test_html_sample_glossary_excludes_its_scripts(sample_docs: Path) -> None:
     fragment = next(s for s in doc.sections if s.fragment == "fragment")
     assert fragment.heading == "Glossary > Fragment"
     assert "manual.pdf#page-3" in fragment.text
+
+
+def test_html_comment_left_open_at_the_end_hides_the_rest_quickly() -> None:
+    started = time.monotonic()
+    doc = extract_html("open.html", b"<html><body><p>Kept</p>" + b"<!-- a " * 100_000)
+    assert time.monotonic() - started < 10  # the standard parser alone took minutes on this
+    assert [s.text for s in doc.sections] == ["Kept"]

@@ -221,3 +221,15 @@ def test_a_long_sync_commits_every_commit_every_files_so_readers_see_progress(tm
     sync(c.settings, c.index, progress=lambda done, total: committed.append(c.index.stats().documents))
     assert committed == [0, 0, 2, 2, 4]  # seen after each file is written, before its batch commits
     assert c.index.stats().documents == 5
+
+
+def test_a_large_file_is_extracted_within_the_time_budget_even_alone(tmp_path: Path) -> None:
+    # A budget no extraction can meet shows where each file ran: a small file alone is extracted
+    # inline (no budget), a large one in a worker process that is stopped when it overruns.
+    c = Corpus(tmp_path, extract_timeout=0.001)
+    c.write("small.md", "# Small\n\nfine\n")
+    assert c.sync().added == 1
+    c.write("large.md", "# Large\n\n" + "word " * 60_000)
+    report = c.sync()
+    assert report.added == 0 and [p.path for p in report.failed] == ["large.md"]
+    assert "longer than" in report.failed[0].error

@@ -39,7 +39,7 @@ def extract_html(path: str, data: bytes) -> Document:
     """
     text = decode_text(path, data, _meta_charset(data))
     parser = _PageParser()
-    parser.feed(text)
+    parser.feed(_without_unclosed_comment(text))
     parser.close()
     parser.finish()
     return Document(
@@ -48,6 +48,14 @@ def extract_html(path: str, data: bytes) -> Document:
         title=parser.title or parser.first_h1 or file_stem(path),
         sections=parser.sections,
     )
+
+
+def _without_unclosed_comment(text: str) -> str:
+    """The text up to a final `<!--` that nothing closes: such a comment runs to the end of the page
+    (as browsers read it), and the standard library's parser, searching for its end from every
+    `<!--` inside it, takes quadratic time on it."""
+    unclosed = text.find("<!--", text.rfind("-->") + 3 if "-->" in text else 0)
+    return text if unclosed == -1 else text[:unclosed]
 
 
 def _meta_charset(data: bytes) -> str | None:
