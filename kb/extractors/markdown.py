@@ -276,6 +276,11 @@ def _split_code_spans(text: str) -> list[str]:
     """[prose, code, prose, code, ..., prose]: a run of backticks opens a code span that the next
     run of the same length closes; a run that nothing closes is literal text. One pass over the
     runs (a regex with a back-reference would scan to the end from every unclosed run)."""
+    if "``" not in text:  # single backticks only, the usual case: each pairs with the next one
+        parts = text.split("`")
+        if len(parts) % 2 == 0:  # an odd one out, the last, is literal
+            parts[-2:] = [parts[-2] + "`" + parts[-1]]
+        return parts
     runs = [(m.start(), m.end()) for m in _BACKTICKS.finditer(text)]
     closer: list[int | None] = [None] * len(runs)  # the next run of the same length, if any
     next_of_length: dict[int, int] = {}
