@@ -115,7 +115,7 @@ def bench_synthetic(n: int, tmp: Path) -> dict[str, Any]:
     root = tmp / "synthetic"
     _corpus.synthetic(root, n)
     files, size = _corpus.files_and_bytes(root)
-    cold = _run_figures(*kb_index(root, tmp / "synthetic-index"))
+    cold = _cold(root, tmp / "synthetic-index")
     again = _run_figures(*kb_index(root, tmp / "synthetic-index"))
     return {
         "files": files,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import ExitStack
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -41,21 +42,32 @@ async def test_modern_listeners_hear_list_changed_when_the_startup_sync_adds_doc
         assert (await client.list_resources()).resources
 
 
-async def test_search_while_the_first_sync_runs_says_results_may_be_incomplete(settings):
+@asynccontextmanager
+async def first_sync_held(settings) -> AsyncIterator[tuple[Client, KbRuntime, ExitStack]]:
+    """A client of a server whose start-up sync waits behind a writer held here, with new.md on disk
+    but not yet indexed; closing the yielded stack lets the sync run."""
     (settings.root / "new.md").write_text("# New\n\nA fresh kangaroo note.\n")
     holder = SearchIndex.open(settings.index_dir, settings.root)
     runtime = KbRuntime(settings)
     try:
         with ExitStack() as writer:
-            writer.enter_context(holder.batch(wait=5))  # the server's sync waits behind this writer
+            writer.enter_context(holder.batch(wait=5))
             async with Client(build_server(settings, runtime=runtime), cache=None) as client:
-                during = await client.call_tool("search", {"query": "kangaroo"})
-                writer.close()
-                with anyio.fail_after(20):
-                    await runtime.wait_synced()
-                after = await client.call_tool("search", {"query": "kangaroo"})
+                try:
+                    yield client, runtime, writer
+                finally:
+                    writer.close()  # before the client: the server's shutdown waits for its sync
     finally:
         holder.close()
+
+
+async def test_search_while_the_first_sync_runs_says_results_may_be_incomplete(settings):
+    async with first_sync_held(settings) as (client, runtime, writer):
+        during = await client.call_tool("search", {"query": "kangaroo"})
+        writer.close()
+        with anyio.fail_after(20):
+            await runtime.wait_synced()
+        after = await client.call_tool("search", {"query": "kangaroo"})
     data = during.structured_content
     assert data["indexing"] is True and "incomplete" in data["notice"]
     assert '"notice": ' in during.content[0].text
@@ -65,26 +77,17 @@ async def test_search_while_the_first_sync_runs_says_results_may_be_incomplete(s
 
 
 async def test_reads_while_the_first_sync_runs_serve_files_it_has_not_reached(settings):
-    (settings.root / "new.md").write_text("# New\n\nA fresh kangaroo note.\n")
     (settings.root / "new.pdf").write_bytes(b"%PDF-1.4 not yet indexed")
-    holder = SearchIndex.open(settings.index_dir, settings.root)
-    runtime = KbRuntime(settings)
-    try:
-        with ExitStack() as writer:
-            writer.enter_context(holder.batch(wait=5))  # the server's sync waits behind this writer
-            async with Client(build_server(settings, runtime=runtime), cache=None) as client:
-                assert runtime.require_state().syncing
-                fetched = await client.call_tool("fetch", {"id": "new.md"})
-                passage = await client.call_tool("fetch", {"id": "new.md#new"})
-                resource = await client.read_resource("kb://doc/new.md")
-                prompt = await client.get_prompt("summarize_document", {"path": "new.md"})
-                pdf = await client.call_tool("fetch", {"id": "new.pdf"})
-                with pytest.raises(MCPError) as pdf_resource:
-                    await client.read_resource("kb://doc/new.pdf")
-                absent = await client.call_tool("fetch", {"id": "absent.md"})
-                writer.close()
-    finally:
-        holder.close()
+    async with first_sync_held(settings) as (client, runtime, _):
+        assert runtime.require_state().syncing
+        fetched = await client.call_tool("fetch", {"id": "new.md"})
+        passage = await client.call_tool("fetch", {"id": "new.md#new"})
+        resource = await client.read_resource("kb://doc/new.md")
+        prompt = await client.get_prompt("summarize_document", {"path": "new.md"})
+        pdf = await client.call_tool("fetch", {"id": "new.pdf"})
+        with pytest.raises(MCPError) as pdf_resource:
+            await client.read_resource("kb://doc/new.pdf")
+        absent = await client.call_tool("fetch", {"id": "absent.md"})
     assert not fetched.is_error and "A fresh kangaroo note." in fetched.structured_content["text"]
     assert fetched.structured_content["title"] == "New"
     assert passage.structured_content["text"] == "# New\nA fresh kangaroo note."
