@@ -223,7 +223,7 @@ def serve_command(
         if http is None and not sse:
             server.run_stdio(settings)
         else:
-            from kb import http_transport  # uvicorn and friends: only for HTTP
+            from kb.server import http as http_transport  # uvicorn and friends: only for HTTP
 
             host, port = _parse_http(http or "8000")
             http_transport.run_http(settings, host, port, sse=sse)

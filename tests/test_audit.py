@@ -10,7 +10,7 @@ import pytest
 from mcp import MCPError
 from mcp_helpers import MODES, NOTES_TXT, anyio_backend, connected, index_now, make_settings  # noqa: F401
 
-from kb.audit import summarize_arguments
+from kb.server.audit import summarize_arguments
 
 pytestmark = pytest.mark.anyio
 

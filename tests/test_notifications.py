@@ -17,9 +17,9 @@ from mcp_helpers import anyio_backend, index_now, make_settings  # noqa: F401
 from mcp_types import ResourceListChangedNotification, ResourceUpdatedNotification, ServerNotification
 
 from kb.config import Settings
-from kb.http_transport import bind_socket, http_app
-from kb.notifications import canonical_uri
 from kb.server import KbRuntime, build_server
+from kb.server.http import bind_socket, http_app
+from kb.server.notifications import canonical_uri
 
 pytestmark = [
     pytest.mark.anyio,

@@ -90,7 +90,7 @@ async def test_document_arguments_complete_by_prefix_then_substring(settings, mo
 
 
 def test_completion_is_capped_at_one_hundred_values():
-    from kb.prompts import complete_paths
+    from kb.server.prompts import complete_paths
 
     completion = complete_paths([f"a{n}.md" for n in range(150)], "a")
     assert len(completion.values) == 100 and completion.total == 150 and completion.has_more

@@ -24,7 +24,7 @@ from mcp_types import PromptReference, ResourceTemplateReference
 
 from kb.config import Settings
 from kb.errors import PathRefusedError
-from kb.http_transport import bind_socket, serve_http
+from kb.server.http import bind_socket, serve_http
 from kb.sources import confine
 
 OUTSIDE_SECRET = "OUTSIDE-SECRET-7f3a kangaroo"  # 'kangaroo' so a search would find it if it leaked
@@ -380,7 +380,7 @@ def test_serving_beyond_loopback_without_a_token_exits_2_naming_the_token_option
 
 
 def test_origin_of_a_wildcard_bind_compares_scheme_host_and_port():
-    from kb.http_transport import OriginCheckMiddleware
+    from kb.server.http import OriginCheckMiddleware
 
     check = OriginCheckMiddleware(app=None, port=8000, allowed=["https://App.example.com/"])  # type: ignore[arg-type]
     assert check.allows("http://10.0.0.5:8000", "10.0.0.5:8000")

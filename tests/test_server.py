@@ -16,9 +16,9 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp_helpers import MODES, anyio_backend, connected, index_now, make_settings  # noqa: F401
 
 from kb.errors import ConfigError
-from kb.http_transport import bind_socket, check_http_settings, serve_http
 from kb.index import SearchIndex
 from kb.server import INSTRUCTIONS, KbRuntime, build_server
+from kb.server.http import bind_socket, check_http_settings, serve_http
 
 pytestmark = pytest.mark.anyio
 

@@ -26,8 +26,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_REQUEST, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from kb import _sdk_compat
-from kb.resources import DOC_URI_PREFIX, doc_uri
+from kb.server import _sdk_compat
+from kb.server.resources import DOC_URI_PREFIX, doc_uri
 
 logger = logging.getLogger(__name__)
 

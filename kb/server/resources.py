@@ -22,10 +22,11 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, Annotations, ListResourcesResult, PaginatedRequestParams, Resource
 
-from kb import _sdk_compat, sources
+from kb import sources
 from kb.errors import DocumentNotFoundError, NotIndexedYetError, PathRefusedError
 from kb.extractors import extract, format_for
 from kb.models import Format, ManifestEntry, StoredDocument
+from kb.server import _sdk_compat
 
 if TYPE_CHECKING:
     from kb.server import KbRuntime, KbState

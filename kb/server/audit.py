@@ -21,9 +21,9 @@ from mcp.server import MCPServer, ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult
 from pydantic import ValidationError
 
-from kb import _sdk_compat
+from kb.server import _sdk_compat
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("kb.audit")  # the name operators filter on: kept across moves
 
 AUDITED = ("tools/call", "resources/read", "prompts/get")
 MAX_VALUE_CHARS = 80  # each argument value in the summary

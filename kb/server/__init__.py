@@ -28,15 +28,16 @@ from mcp.server.subscriptions import (
     SubscriptionBus,
 )
 
-from kb import audit, ingest
+from kb import ingest
 from kb.config import Settings
 from kb.errors import KbError
 from kb.index import SearchIndex
 from kb.models import SyncReport
-from kb.notifications import SessionNotifier
-from kb.prompts import register_prompts
-from kb.resources import doc_uri, register_resources
-from kb.tools import register_tools
+from kb.server import audit
+from kb.server.notifications import SessionNotifier
+from kb.server.prompts import register_prompts
+from kb.server.resources import doc_uri, register_resources
+from kb.server.tools import register_tools
 from kb.watcher import Watcher
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from kb import sources
 from kb.errors import KbError, PathRefusedError
 from kb.index import MAX_QUERY_CHARS
 from kb.models import Format, SearchResults
-from kb.resources import doc_url, iso_mtime, kb_state, load_document, render_sections
+from kb.server.resources import doc_url, iso_mtime, kb_state, load_document, render_sections
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -25,7 +25,7 @@ from mcp_types import (
 from pydantic import Field
 
 from kb.errors import KbError, NotIndexedYetError
-from kb.resources import (
+from kb.server.resources import (
     DOC_TEMPLATE,
     confine_path,
     doc_uri,
