@@ -16,6 +16,7 @@ Gains are graded: judgement 1 (complete answer) -> 4, 2 -> 3, 3 -> 2, 4 (minimum
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -34,7 +35,7 @@ from mcp import Client
 
 from kb import ingest
 from kb.config import Settings
-from kb.index import SearchIndex, _query
+from kb.index import DEFAULT_RANKING, Ranking, SearchIndex
 from kb.server import KbRuntime, build_server
 
 HERE = Path(__file__).resolve().parent
@@ -45,12 +46,14 @@ _WORD = re.compile(r"\w+")
 
 Qrels = dict[str, dict[str, int]]  # query id -> document path -> gain
 
-# Each ranking feature of kb/index/_query.py, and the setting that switches it off.
-ABLATIONS: dict[str, tuple[str, object]] = {
-    "without pseudo-relevance feedback": ("FEEDBACK_TERMS", 0),
-    "without the proximity bonus": ("PROXIMITY_BOOST", 0.0),
-    "with field scores summed, not max + tie": ("FIELD_TIE", None),
-    "with title and heading weighted as body": ("FIELD_BOOSTS", {"title": 1.0, "heading": 1.0, "body": 1.0}),
+# Each ranking feature (kb.index.Ranking), and the ranking with it switched off.
+ABLATIONS: dict[str, Ranking] = {
+    "without pseudo-relevance feedback": dataclasses.replace(DEFAULT_RANKING, feedback_terms=0),
+    "without the proximity bonus": dataclasses.replace(DEFAULT_RANKING, proximity_boost=0.0),
+    "with field scores summed, not max + tie": dataclasses.replace(DEFAULT_RANKING, field_tie=None),
+    "with title and heading weighted as body": dataclasses.replace(
+        DEFAULT_RANKING, field_boosts=(("title", 1.0), ("heading", 1.0), ("body", 1.0))
+    ),
 }
 
 
@@ -135,10 +138,10 @@ def baseline_run(
 
 
 async def kb_run(
-    settings: Settings, queries: list[dict[str, Any]]
+    settings: Settings, queries: list[dict[str, Any]], ranking: Ranking = DEFAULT_RANKING
 ) -> tuple[dict[str, list[str]], list[float], int]:
     """Each query through the MCP `search` tool; returns the ranked paths, times, approximate count."""
-    runtime = KbRuntime(settings)
+    runtime = KbRuntime(settings, ranking)
     run, seconds, approximate = {}, [], 0
     async with Client(build_server(settings, runtime=runtime), cache=None) as client:
         with anyio.fail_after(300):
@@ -171,15 +174,10 @@ def index_with_kb(settings: Settings) -> float:
 
 
 def ablate(settings: Settings, queries: list[dict[str, Any]], qrels: Qrels) -> list[dict[str, Any]]:
-    """kb's figures with each of ABLATIONS applied in turn (the defaults restored after each)."""
+    """kb's figures with each of ABLATIONS in turn."""
     rows = []
-    for name, (setting, value) in ABLATIONS.items():
-        default = getattr(_query, setting)
-        setattr(_query, setting, value)
-        try:
-            run, seconds, _ = anyio.run(kb_run, settings, queries)
-        finally:
-            setattr(_query, setting, default)
+    for name, ranking in ABLATIONS.items():
+        run, seconds, _ = anyio.run(kb_run, settings, queries, ranking)
         rows.append(score(f"  {name}", run, qrels, seconds))
     return rows
 

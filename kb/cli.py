@@ -10,9 +10,10 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 import click
+from pydantic import ValidationError
 
 from kb import __version__
 from kb.config import Settings
@@ -62,16 +63,39 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def _settings(**values: Any) -> Settings:
-    """Flags given on the command line win over KB_* environment variables, which win over defaults."""
+def _settings(ctx: click.Context, **flags: Any) -> Settings:
+    """Settings for a command: flags given on the command line win over KB_* environment variables,
+    which win over defaults (`Settings.from_env`, the one place both are read). Also sets up logging
+    as they say."""
+    given = {name: value for name, value in {**ctx.obj, **flags}.items() if value is not None}
     try:
-        return Settings.from_env(**{k: v for k, v in values.items() if v is not None})
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+        settings = Settings.from_env(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_setting_name(error['loc'])}: {error['msg']}" for error in exc.errors(include_url=False)
+        )
+        raise _UsageProblem(problems) from exc
+    _setup_logging(settings.debug, settings.log_format)
+    return settings
 
 
-def _megabytes(mb: float | None) -> int | None:
-    return int(mb * 1024 * 1024) if mb else None
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    """How a person spells a setting: its flag and its environment variable."""
+    field = str(loc[0]) if loc else "settings"
+    flag = {"max_file_bytes": "max_file_mb", "allow_origins": "allow_origin", "watch": "no_watch"}.get(
+        field, field
+    )
+    return f"--{flag.replace('_', '-')} / KB_{field.upper()}"
+
+
+def _debug_requested() -> bool:
+    """--debug or KB_DEBUG, for an error that escaped every command."""
+    if "--debug" in sys.argv[1:]:
+        return True
+    try:
+        return Settings.from_env().debug
+    except ValidationError:
+        return False
 
 
 def _fail(error: KbError) -> NoReturn:
@@ -90,21 +114,18 @@ def _emit_json(data: Any) -> None:
 index_dir_option = click.option(
     "--index-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    envvar="KB_INDEX_DIR",
     default=None,
     help="Folder of the index [env KB_INDEX_DIR; default ./index].",
 )
 jobs_option = click.option(
     "--jobs",
-    type=click.IntRange(0, 64),
-    envvar="KB_JOBS",
+    type=int,
     default=None,
-    help="Extraction worker processes; 0 = one per core [env KB_JOBS].",
+    help="Extraction worker processes, 0 to 64; 0 = one per core [env KB_JOBS].",
 )
 max_file_mb_option = click.option(
     "--max-file-mb",
-    type=click.FloatRange(min=0, min_open=True),
-    envvar="KB_MAX_FILE_MB",
+    type=float,
     default=None,
     help="Skip files larger than this many MB [env KB_MAX_FILE_MB; default 20].",
 )
@@ -113,13 +134,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kb")
-@click.option(
-    "--debug", is_flag=True, envvar="KB_DEBUG", help="Verbose logs, and tracebacks on errors [env KB_DEBUG]."
-)
+@click.option("--debug", is_flag=True, help="Verbose logs, and tracebacks on errors [env KB_DEBUG].")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """kb: a local-first knowledge server. Index a folder of documents; serve it to AI assistants over MCP."""
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug or None}  # absent: KB_DEBUG or the default decides
 
 
 def _parse_http(value: str) -> tuple[str, int]:
@@ -148,7 +167,6 @@ def _parse_http(value: str) -> tuple[str, int]:
 )
 @click.option(
     "--token",
-    envvar="KB_TOKEN",
     default=None,
     help="Bearer token every HTTP request must carry; required to bind beyond loopback [env KB_TOKEN].",
 )
@@ -156,12 +174,10 @@ def _parse_http(value: str) -> tuple[str, int]:
     "--allow-origin",
     "allow_origins",
     multiple=True,
-    envvar="KB_ALLOW_ORIGINS",
     help="An extra browser Origin allowed on HTTP (repeatable) [env KB_ALLOW_ORIGINS, space-separated].",
 )
 @click.option(
     "--url-base",
-    envvar="KB_URL_BASE",
     default=None,
     help="Web address where the documents are also published; result urls become URL_BASE/path "
     "[env KB_URL_BASE].",
@@ -169,20 +185,18 @@ def _parse_http(value: str) -> tuple[str, int]:
 @click.option("--no-watch", is_flag=True, help="Do not watch the folder for changes.")
 @click.option(
     "--rescan-seconds",
-    type=click.FloatRange(min=1),
-    envvar="KB_RESCAN_SECONDS",
+    type=float,
     default=None,
-    help="Interval of the stat-only safety rescan while watching [env KB_RESCAN_SECONDS; default 600].",
+    help="Interval of the stat-only safety rescan while watching, at least 1 "
+    "[env KB_RESCAN_SECONDS; default 600].",
 )
 @jobs_option
 @max_file_mb_option
 @click.option(
     "--log-format",
-    type=click.Choice(["text", "json"]),
-    envvar="KB_LOG_FORMAT",
-    default="text",
-    show_default=True,
-    help="Format of the log lines on stderr [env KB_LOG_FORMAT].",
+    type=click.Choice(get_args(Settings.model_fields["log_format"].annotation)),
+    default=None,
+    help="Format of the log lines on stderr [env KB_LOG_FORMAT; default text].",
 )
 @click.pass_context
 def serve_command(
@@ -198,35 +212,35 @@ def serve_command(
     rescan_seconds: float | None,
     jobs: int | None,
     max_file_mb: float | None,
-    log_format: str,
+    log_format: str | None,
 ) -> None:
     """Serve the documents under ROOT to MCP clients (stdio by default; --http for streamable HTTP).
 
     The index is opened at once and kept fresh in the background; stdout carries only the protocol.
     """
-    _setup_logging(ctx.obj["debug"], log_format)
-    from kb import server
-
     settings = _settings(
+        ctx,
         root=root,
         index_dir=index_dir,
         token=token,
         allow_origins=list(allow_origins) or None,
         url_base=url_base,
-        watch=not no_watch,
+        watch=False if no_watch else None,
         rescan_seconds=rescan_seconds,
         jobs=jobs,
-        max_file_bytes=_megabytes(max_file_mb),
+        max_file_mb=max_file_mb,
         log_format=log_format,
     )
+    from kb import server
+
     try:
         if http is None and not sse:
             server.run_stdio(settings)
         else:
-            from kb.server import http as http_transport  # uvicorn and friends: only for HTTP
+            from kb.server.http import run_http  # uvicorn and friends: only for HTTP
 
             host, port = _parse_http(http or "8000")
-            http_transport.run_http(settings, host, port, sse=sse)
+            run_http(settings, host, port, sse=sse)
     except KbError as exc:
         _fail(exc)
 
@@ -263,17 +277,12 @@ def index_command(
     Exit codes: 0 every file indexed; 1 some files failed (the rest is committed);
     2 usage or configuration error; 3 the index is locked by another process.
     """
-    _setup_logging(ctx.obj["debug"])
+    settings = _settings(
+        ctx, root=root, index_dir=index_dir, jobs=jobs, lock_wait=lock_wait, max_file_mb=max_file_mb
+    )
     from kb.index import SearchIndex
     from kb.ingest import sync
 
-    settings = _settings(
-        root=root,
-        index_dir=index_dir,
-        jobs=jobs,
-        lock_wait=lock_wait,
-        max_file_bytes=_megabytes(max_file_mb),
-    )
     try:
         index = SearchIndex.open(settings.index_dir, settings.root, rebuild=rebuild)
         with _progress_bar(enabled=not as_json) as progress:
@@ -335,10 +344,9 @@ def search_command(
     ctx: click.Context, query: str, index_dir: Path | None, limit: int, all_passages: bool, as_json: bool
 ) -> None:
     """Search the index for QUERY (words, "phrases", AND/OR/NOT, field:term)."""
-    _setup_logging(ctx.obj["debug"])
+    settings = _settings(ctx, index_dir=index_dir)
     from kb.index import SearchIndex
 
-    settings = _settings(index_dir=index_dir)
     try:
         index = SearchIndex.open(settings.index_dir)
         results = index.search(query, limit=limit, all_passages=all_passages)
@@ -371,11 +379,10 @@ def _file_url(root: Path, path: str) -> str:
 @click.pass_context
 def status_command(ctx: click.Context, index_dir: Path | None, as_json: bool) -> None:
     """Show what the index holds: root, documents, sections, size, last indexed."""
-    _setup_logging(ctx.obj["debug"])
+    settings = _settings(ctx, index_dir=index_dir)
     from kb.index import SearchIndex
     from kb.watcher import live_status
 
-    settings = _settings(index_dir=index_dir)
     try:
         index = SearchIndex.open(settings.index_dir)
         stats = index.stats()
@@ -414,7 +421,7 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # the last line of defence: one readable line, the traceback on --debug
-        if "--debug" in sys.argv:
+        if _debug_requested():
             raise
         click.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)", err=True)
         sys.exit(1)

@@ -7,10 +7,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
+MEGABYTE = 1024 * 1024
 ENV_PREFIX = "KB_"
+# Accepted as input beside the fields: `max_file_mb` (the `--max-file-mb` flag, KB_MAX_FILE_MB) sets
+# `max_file_bytes` in the unit people think in.
+INPUT_ALIASES = {"max_file_mb": "max_file_bytes"}
 
 
 class Settings(BaseModel):
@@ -21,18 +25,30 @@ class Settings(BaseModel):
     root: Path = Field(default=Path("."), description="The folder of documents")
     index_dir: Path = Field(default=Path("index"), description="Where the Tantivy index lives")
     max_file_bytes: int = Field(default=DEFAULT_MAX_FILE_BYTES, ge=1, description="Files larger are skipped")
-    jobs: int = Field(default=0, ge=0, description="Extraction worker processes; 0 means one per core")
+    jobs: int = Field(default=0, ge=0, le=64, description="Extraction worker processes; 0 means one per core")
     extract_timeout: float = Field(default=30.0, gt=0, description="Seconds one file may take to extract")
     url_base: str | None = Field(default=None, description="Web address where the documents are published")
     token: str | None = Field(default=None, description="Bearer token required on HTTP")
     allow_origins: list[str] = Field(default_factory=list, description="Extra Origins allowed on HTTP")
     watch: bool = True
-    rescan_seconds: float = Field(default=600.0, gt=0, description="Interval of the stat-only safety rescan")
+    rescan_seconds: float = Field(default=600.0, ge=1, description="Interval of the stat-only safety rescan")
     lock_wait: float = Field(default=60.0, ge=0, description="Seconds to wait for the index writer lock")
     # Each commit makes new segments that Tantivy later merges: fewer commits, less work; more
     # commits, less lost to a crash and earlier results while a first index is built.
     commit_every_files: int = Field(default=10_000, ge=1, description="Files written between commits")
     log_format: Literal["text", "json"] = "text"
+    debug: bool = Field(default=False, description="Verbose logs, and tracebacks on errors")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _megabytes(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "max_file_mb" in values:
+            values = dict(values)
+            mb = float(values.pop("max_file_mb"))
+            if not mb > 0:
+                raise ValueError("max_file_mb must be more than 0")
+            values["max_file_bytes"] = int(mb * MEGABYTE)
+        return values
 
     @field_validator("allow_origins", mode="before")
     @classmethod
@@ -44,6 +60,8 @@ class Settings(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None, **values: Any) -> Settings:
         """Settings from `values`, then KB_<FIELD> environment variables (any case), then defaults.
 
+        The one place the environment is read: the CLI passes its flags as `values`.
+
         Raises:
             pydantic.ValidationError: a value is malformed or out of range (the message names it).
         """
@@ -51,7 +69,11 @@ class Settings(BaseModel):
         by_name = {key.upper(): value for key, value in environ.items()}
         found = {
             name: by_name[ENV_PREFIX + name.upper()]
-            for name in cls.model_fields
+            for name in (*cls.model_fields, *INPUT_ALIASES)
             if ENV_PREFIX + name.upper() in by_name
         }
+        for alias, name in INPUT_ALIASES.items():
+            if alias in values or name in values:  # given directly: neither spelling comes from the env
+                found.pop(alias, None)
+                found.pop(name, None)
         return cls(**{**found, **values})

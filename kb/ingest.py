@@ -105,7 +105,7 @@ def _entry(source: SourceFile, sha: str, document: Document) -> ManifestEntry:
         sha256=sha,
         format=source.format,
         title=document.title,
-        tags=sorted({t.lower() for t in document.tags}),
+        tags=document.tags,
     )
 
 

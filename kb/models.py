@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 Format = Literal["md", "txt", "pdf", "html"]
 FORMATS: tuple[Format, ...] = ("md", "txt", "pdf", "html")
+
+
+@dataclass(frozen=True)
+class DocId:
+    """What search returns and fetch takes: a document (`path`) or one passage (`path#fragment`)."""
+
+    path: str
+    fragment: str | None = None
+
+    def __str__(self) -> str:
+        return self.path if self.fragment is None else f"{self.path}#{self.fragment}"
+
+    @classmethod
+    def readings(cls, text: str) -> list[DocId]:
+        """The ways `text` can be read, likeliest first: all of it as a path, then, when it holds a
+        '#', the path before the last '#' and the passage after it. A path may itself contain '#',
+        so which reading names something is for the index (or the folder) to say."""
+        path, hash_sign, fragment = text.rpartition("#")
+        if not hash_sign or not path or not fragment:
+            return [cls(text)]
+        return [cls(text), cls(path, fragment)]
+
+
+def normalize_tags(tags: Iterable[str]) -> list[str]:
+    """Tags as kb stores and matches them: trimmed, lowercased, each once, sorted."""
+    return sorted({tag.strip().lower() for tag in tags} - {""})
 
 
 class Section(BaseModel):
@@ -32,9 +60,14 @@ class Document(BaseModel):
     path: str = Field(description="Root-relative POSIX path")
     format: Format
     title: str
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list, description="Normalized (see `normalize_tags`)")
     sections: list[Section] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list, description="Parts that could not be extracted")
+
+    @field_validator("tags")
+    @classmethod
+    def _normalize_tags(cls, tags: list[str]) -> list[str]:
+        return normalize_tags(tags)  # once, as the extractor hands the document over
 
 
 class ManifestEntry(BaseModel):
@@ -54,6 +87,7 @@ class SearchHit(BaseModel):
 
     id: str = Field(description="'path' or 'path#fragment'; pass it to fetch")
     path: str
+    fragment: str | None = Field(default=None, exclude=True)
     title: str
     url: str = ""
     heading: str | None = None

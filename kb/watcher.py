@@ -27,7 +27,7 @@ from watchdog.observers import Observer
 from kb import ingest
 from kb.config import Settings
 from kb.errors import IndexLockedError
-from kb.index import SearchIndex
+from kb.index import SearchIndex, pid_alive
 from kb.models import SyncReport
 from kb.sources import IGNORE_FILES
 
@@ -265,7 +265,7 @@ def live_status(index_dir: Path) -> dict[str, object] | None:
     """What a running `kb serve` on this index folder last recorded (watcher state, last commit), if alive."""
     try:
         status = json.loads((index_dir / STATUS_FILE).read_text())
-        os.kill(int(status["pid"]), 0)
+        pid = int(status["pid"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # no server, or it died without cleaning up
-    return status if isinstance(status, dict) else None
+        return None
+    return status if pid_alive(pid) else None  # not if it died without cleaning up

@@ -16,6 +16,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from kb.index import HOLDER_FILE, SearchIndex
+from kb.models import DocId
 
 COMMIT_EVERY_FILES = 2000
 FILES = COMMIT_EVERY_FILES * 2 + 300  # several commits, so a kill can land between two of them
@@ -69,7 +70,7 @@ def assert_consistent(index: SearchIndex) -> None:
     section_paths = {hit.path for hit in sections}
     assert section_paths == set(manifest), "sections and manifest disagree"
     for path in list(manifest)[:: max(1, len(manifest) // 50)]:
-        assert [s.heading for s in index.get(path).sections] == [
+        assert [s.heading for s in index.get(DocId(path)).sections] == [
             f"Note {int(path[1:6])}",
             f"Note {int(path[1:6])} > Part",
         ]

@@ -12,6 +12,7 @@ from kb.config import Settings
 from kb.errors import ConfigError, DocumentNotFoundError, IndexMismatchError, QueryError
 from kb.index import SCHEMA_VERSION, SearchIndex
 from kb.ingest import sync
+from kb.models import DocId
 
 DOCS = {
     "guide/install.md": (
@@ -135,25 +136,25 @@ def test_paging_walks_through_documents_without_repeats(index: SearchIndex) -> N
 
 
 def test_get_returns_a_whole_document_or_one_passage(index: SearchIndex) -> None:
-    doc = index.get("guide/install.md")
+    doc = index.get(DocId("guide/install.md"))
     assert doc.title == "Installing"
     assert [s.fragment for s in doc.sections] == ["install", "linux", "windows"]
     assert doc.tags == ["guide", "setup"]
-    passage = index.get("guide/install.md#windows")
+    passage = index.get(DocId("guide/install.md", "windows"))
     assert [s.fragment for s in passage.sections] == ["windows"]
     assert "wizard" in passage.sections[0].text
 
 
 def test_get_of_an_unknown_id_says_to_search(index: SearchIndex) -> None:
     with pytest.raises(DocumentNotFoundError, match="search"):
-        index.get("nope.md")
+        index.get(DocId("nope.md"))
     with pytest.raises(DocumentNotFoundError):
-        index.get("guide/install.md#nope")
+        index.get(DocId("guide/install.md", "nope"))
 
 
 def test_a_path_containing_a_hash_is_still_one_document(tmp_path: Path) -> None:
     index = build(tmp_path, {"c#/notes.md": "# Sharp\n\nDelegates and events.\n"})
-    assert index.get("c#/notes.md").title == "Sharp"
+    assert index.get(DocId("c#/notes.md")).title == "Sharp"
     assert index.search("delegates").results[0].id == "c#/notes.md#sharp"
 
 

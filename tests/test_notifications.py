@@ -18,8 +18,8 @@ from mcp_types import ResourceListChangedNotification, ResourceUpdatedNotificati
 
 from kb.config import Settings
 from kb.server import KbRuntime, build_server
+from kb.server._uris import canonical_uri
 from kb.server.http import bind_socket, http_app
-from kb.server.notifications import canonical_uri
 
 pytestmark = [
     pytest.mark.anyio,
@@ -74,17 +74,11 @@ class Inbox:
 
 
 async def watching(runtime: KbRuntime) -> None:
-    """Wait until the server's startup sync is done and its watcher has started.
-
-    The watcher is started by the sync thread right after it reports the sync done, and that
-    thread ends there; joining it is the only event the runtime offers for "watching".
-    """
+    """Wait until the server's startup sync is done and its watcher has started."""
     with anyio.fail_after(TIMEOUT):
         await runtime.wait_synced()
-    thread = runtime._sync_thread
-    if thread is not None:
-        await anyio.to_thread.run_sync(thread.join, TIMEOUT)
-    assert runtime.require_state().watcher is not None
+    assert await anyio.to_thread.run_sync(runtime.library.watching.wait, TIMEOUT)
+    assert runtime.library.watcher is not None
 
 
 @asynccontextmanager

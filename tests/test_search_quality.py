@@ -8,7 +8,8 @@ import pytest
 
 from kb.config import Settings
 from kb.index import SearchIndex
-from kb.index._query import content_words, edit_distance, feedback_terms
+from kb.index._query import content_words, feedback_terms
+from kb.index._vocabulary import edit_distance
 from kb.ingest import sync
 
 

@@ -79,7 +79,7 @@ async def test_search_while_the_first_sync_runs_says_results_may_be_incomplete(s
 async def test_reads_while_the_first_sync_runs_serve_files_it_has_not_reached(settings):
     (settings.root / "new.pdf").write_bytes(b"%PDF-1.4 not yet indexed")
     async with first_sync_held(settings) as (client, runtime, _):
-        assert runtime.require_state().syncing
+        assert runtime.library.syncing
         fetched = await client.call_tool("fetch", {"id": "new.md"})
         passage = await client.call_tool("fetch", {"id": "new.md#new"})
         resource = await client.read_resource("kb://doc/new.md")

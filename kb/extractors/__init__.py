@@ -18,7 +18,7 @@ from types import MappingProxyType
 from kb.errors import ExtractionError
 from kb.models import Document, Format
 
-__all__ = ["EXTENSIONS", "extract", "extractor_modules", "format_for"]
+__all__ = ["EXTENSIONS", "decode", "extract", "extractor_modules", "format_for"]
 
 EXTENSIONS: Mapping[str, Format] = MappingProxyType(
     {
@@ -71,3 +71,20 @@ def extract(path: str, data: bytes) -> Document:
     module, function = _EXTRACTORS[fmt]
     extractor = getattr(importlib.import_module(module), function)
     return extractor(path, data)
+
+
+def decode(path: str, data: bytes) -> str:
+    """The text of a Markdown, text or HTML file as written, decoded as its extractor decodes it
+    (a byte-order mark, an HTML meta charset, UTF-8, cp1252, Latin-1), line ends made `\\n`.
+
+    Raises:
+        ExtractionError: the bytes are binary, not text.
+    """
+    from kb.extractors.text import decode_text
+
+    charset = None
+    if format_for(path) == "html":
+        from kb.extractors.html import meta_charset
+
+        charset = meta_charset(data)
+    return decode_text(path, data, charset)

@@ -37,7 +37,7 @@ def extract_html(path: str, data: bytes) -> Document:
     Raises:
         ExtractionError: the bytes are binary, not text.
     """
-    text = decode_text(path, data, _meta_charset(data))
+    text = decode_text(path, data, meta_charset(data))
     parser = _PageParser()
     parser.feed(_without_unclosed_comment(text))
     parser.close()
@@ -58,7 +58,8 @@ def _without_unclosed_comment(text: str) -> str:
     return text if unclosed == -1 else text[:unclosed]
 
 
-def _meta_charset(data: bytes) -> str | None:
+def meta_charset(data: bytes) -> str | None:
+    """The charset a page declares in a `<meta>` tag near its start, if any."""
     match = _META_CHARSET.search(data[:_CHARSET_SNIFF_BYTES])
     if not match:
         return None

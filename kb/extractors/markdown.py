@@ -144,8 +144,7 @@ def _meta_tags(meta: dict[str, Any]) -> list[str]:
         items = raw
     else:
         return []
-    tags = [str(item).strip() for item in items if isinstance(item, str | int | float)]
-    return list(dict.fromkeys(tag for tag in tags if tag))
+    return [str(item) for item in items if isinstance(item, str | int | float)]
 
 
 @dataclass

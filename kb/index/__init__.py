@@ -3,9 +3,19 @@
 Nothing above it sees a Tantivy type, so another engine could stand behind the same interface.
 """
 
-from kb.index._batch import HOLDER_FILE, IndexBatch
+from kb.index._batch import IndexBatch
 from kb.index._index import SearchIndex
-from kb.index._query import MAX_QUERY_CHARS
+from kb.index._lock import HOLDER_FILE, pid_alive
+from kb.index._query import DEFAULT_RANKING, MAX_QUERY_CHARS, Ranking
 from kb.index._schema import SCHEMA_VERSION
 
-__all__ = ["HOLDER_FILE", "MAX_QUERY_CHARS", "SCHEMA_VERSION", "IndexBatch", "SearchIndex"]
+__all__ = [
+    "DEFAULT_RANKING",
+    "HOLDER_FILE",
+    "MAX_QUERY_CHARS",
+    "SCHEMA_VERSION",
+    "IndexBatch",
+    "Ranking",
+    "SearchIndex",
+    "pid_alive",
+]

@@ -21,12 +21,22 @@ from pathlib import Path
 
 import tantivy
 
-from kb.errors import ConfigError, DocumentNotFoundError, IndexLockedError, IndexMismatchError
-from kb.index._batch import HOLDER_FILE, IndexBatch, command_line, holder_of, is_lock_busy
-from kb.index._query import FEEDBACK_PASSAGES, QueryPlan, plan_query, prefix_regex
-from kb.index._results import SNIPPET_CHARS, Vocabulary, hit
-from kb.index._schema import SCHEMA_VERSION, build_schema, int_of, section_from_record, text_of
+from kb.errors import ConfigError, DocumentNotFoundError, IndexMismatchError
+from kb.index import _lock
+from kb.index._batch import IndexBatch
+from kb.index._query import DEFAULT_RANKING, QueryPlan, Ranking, plan_query, prefix_regex
+from kb.index._results import SNIPPET_CHARS, hit
+from kb.index._schema import (
+    SCHEMA_VERSION,
+    build_schema,
+    file_record_query,
+    int_of,
+    section_from_record,
+    text_of,
+)
+from kb.index._vocabulary import Vocabulary
 from kb.models import (
+    DocId,
     Format,
     IndexStats,
     ManifestEntry,
@@ -46,19 +56,28 @@ MAX_PREFIX_QUERY = 64
 class SearchIndex:
     """The Tantivy index behind kb: write in batches, search, fetch, list."""
 
-    def __init__(self, index: tantivy.Index, index_dir: Path, root: Path) -> None:
+    def __init__(self, index: tantivy.Index, index_dir: Path, root: Path, ranking: Ranking) -> None:
         self._index = index
-        self.schema = index.schema
+        self._schema = index.schema
+        self._ranking = ranking
         self.index_dir = index_dir
         self.root = root
 
     # ---- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, index_dir: Path, root: Path | None = None, *, rebuild: bool = False) -> SearchIndex:
+    def open(
+        cls,
+        index_dir: Path,
+        root: Path | None = None,
+        *,
+        rebuild: bool = False,
+        ranking: Ranking = DEFAULT_RANKING,
+    ) -> SearchIndex:
         """Open the index in `index_dir`, creating it for `root` if the folder holds none.
 
-        With `root=None` the index must exist already (for `kb search` and `kb status`).
+        With `root=None` the index must exist already (for `kb search` and `kb status`). `ranking`
+        is how its searches score passages.
 
         Raises:
             IndexMismatchError: the index was built for another root or schema version (unless `rebuild`).
@@ -95,7 +114,7 @@ class SearchIndex:
             tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "root": str(root)}))
             tmp.replace(sidecar)
         index = tantivy.Index(build_schema(), path=str(index_dir), reuse=True)
-        return cls(index, index_dir, root)
+        return cls(index, index_dir, root, ranking)
 
     def close(self) -> None:
         """Release the index (readers are dropped with the object)."""
@@ -115,42 +134,26 @@ class SearchIndex:
         Raises:
             IndexLockedError: another process kept the writer for longer than `wait` seconds.
         """
-        writer = self._acquire_writer(wait)
-        holder = self.index_dir / HOLDER_FILE
-        holder.write_text(json.dumps({"pid": os.getpid(), "command": command_line(), "since": time.time()}))
+        # One indexing thread: the extraction workers already use the other cores, and each thread
+        # writes its own segments, which cost merges later.
+        writer = _lock.acquire(
+            lambda: self._index.writer(heap_size=128_000_000, num_threads=1), self.index_dir, wait
+        )
         try:
-            batch = IndexBatch(self, writer)
-            try:
-                yield batch
-            except BaseException:
-                writer.rollback()
-                raise
-            if batch.pending:
-                batch.commit()
+            with _lock.holding(self.index_dir):
+                batch = IndexBatch(writer, self._schema, self.reload)
+                try:
+                    yield batch
+                except BaseException:
+                    writer.rollback()
+                    raise
+                if batch.pending:
+                    batch.commit()
         finally:
             # Letting the segment merges finish keeps the index at a few segments: a writer
             # dropped mid-merge abandons them, and per-batch commits would pile up segments that
             # make every later commit slower. This also consumes the writer, releasing its lock.
             writer.wait_merging_threads()
-            with contextlib.suppress(OSError):
-                holder.unlink()
-
-    def _acquire_writer(self, wait: float) -> tantivy.IndexWriter:
-        deadline = time.monotonic() + wait
-        delay = 0.05
-        while True:
-            try:
-                # One indexing thread: the extraction workers already use the other cores, and each
-                # thread writes its own segments, which cost merges later (measured on 50,000 files:
-                # 13% less CPU than two threads, at the same speed on the Markdown corpus).
-                return self._index.writer(heap_size=128_000_000, num_threads=1)
-            except ValueError as exc:
-                if not is_lock_busy(exc) or time.monotonic() >= deadline:
-                    if is_lock_busy(exc):
-                        raise IndexLockedError(str(self.index_dir), holder_of(self.index_dir), wait) from exc
-                    raise
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 1.0)
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -158,12 +161,7 @@ class SearchIndex:
         return self._index.searcher()
 
     def _term(self, field: str, value: str) -> tantivy.Query:
-        return tantivy.Query.term_query(self.schema, field, value)
-
-    def file_record_query(self, path: str) -> tantivy.Query:
-        return tantivy.Query.boolean_query(
-            [(tantivy.Occur.Must, self._term("kind", "file")), (tantivy.Occur.Must, self._term("path", path))]
-        )
+        return tantivy.Query.term_query(self._schema, field, value)
 
     def _all_of_kind(self, kind: str, under: list[str] | None = None) -> Iterator[tantivy.Document]:
         """Every record of one kind (or those at or below `under`), one at a time: holding 50,000
@@ -177,7 +175,7 @@ class SearchIndex:
             query = tantivy.Query.boolean_query(
                 [
                     (tantivy.Occur.Must, query),
-                    (tantivy.Occur.Must, tantivy.Query.regex_query(self.schema, "path", regex)),
+                    (tantivy.Occur.Must, tantivy.Query.regex_query(self._schema, "path", regex)),
                 ]
             )
         matching = _count(searcher.search(query, limit=1, count=True))
@@ -205,20 +203,17 @@ class SearchIndex:
         """Every indexed document's path, sorted."""
         return sorted(text_of(record, "path") for record in self._all_of_kind("file"))
 
-    def get(self, doc_id: str) -> StoredDocument:
-        """A whole document (`path`) or one passage (`path#fragment`), sections in order.
+    def get(self, doc_id: DocId) -> StoredDocument:
+        """A whole document or one passage (`doc_id.fragment`), sections in order.
 
         Raises:
             DocumentNotFoundError: no such document or passage.
         """
-        path, fragment = doc_id, None
-        file_hits = self._file_record(path)
-        if file_hits is None and "#" in doc_id:
-            path, fragment = doc_id.rsplit("#", 1)
-            file_hits = self._file_record(path)
-        if file_hits is None:
-            raise DocumentNotFoundError(doc_id)
-        entry = ManifestEntry.model_validate_json(text_of(file_hits, "manifest"))
+        path, fragment = doc_id.path, doc_id.fragment
+        file_hit = self._file_record(path)
+        if file_hit is None:
+            raise DocumentNotFoundError(str(doc_id))
+        entry = ManifestEntry.model_validate_json(text_of(file_hit, "manifest"))
         searcher = self._searcher()
         query = tantivy.Query.boolean_query(
             [
@@ -232,7 +227,7 @@ class SearchIndex:
         if fragment is not None:
             sections = [s for s in sections if s.fragment == fragment]
             if not sections:
-                raise DocumentNotFoundError(doc_id)
+                raise DocumentNotFoundError(str(doc_id))
         return StoredDocument(
             path=path,
             format=entry.format,
@@ -245,7 +240,7 @@ class SearchIndex:
 
     def _file_record(self, path: str) -> tantivy.Document | None:
         searcher = self._searcher()
-        hits = searcher.search(self.file_record_query(path), limit=1, count=False).hits
+        hits = searcher.search(file_record_query(self._schema, path), limit=1, count=False).hits
         return searcher.doc(hits[0][1]) if hits else None
 
     def stats(self) -> IndexStats:
@@ -289,17 +284,18 @@ class SearchIndex:
         searcher = self._searcher()
         plan = plan_query(
             self._index,
-            self.schema,
+            self._schema,
             query,
             path=path,
             formats=formats,
             tags=tags,
             modified_after=modified_after,
             vocabulary=Vocabulary(searcher),
+            ranking=self._ranking,
         )
         if plan.expand is not None:
             # The best passages for the question's own words lend it their vocabulary.
-            best = searcher.search(plan.query, limit=FEEDBACK_PASSAGES, count=False).hits
+            best = searcher.search(plan.query, limit=self._ranking.feedback_passages, count=False).hits
             plan = plan.expand([(score, text_of(searcher.doc(address), "body")) for score, address in best])
         hits, total = self._collect(searcher, plan, offset + limit, all_passages)
         if not hits and (retry := plan.fuzzy()) is not None:
@@ -307,7 +303,7 @@ class SearchIndex:
             hits, total = self._collect(searcher, plan, offset + limit, all_passages)
         approximate = plan.approximate and bool(hits)
         page = hits[offset : offset + limit]
-        snippets = tantivy.SnippetGenerator.create(searcher, plan.text_query, self.schema, "body")
+        snippets = tantivy.SnippetGenerator.create(searcher, plan.text_query, self._schema, "body")
         snippets.set_max_num_chars(SNIPPET_CHARS)
         results = [hit(searcher.doc(address), score, snippets) for score, address in page]
         more = offset + limit < total

@@ -16,30 +16,15 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 import tantivy
 
 from kb.errors import QueryError
-from kb.models import FORMATS, Format
+from kb.index._vocabulary import Vocabulary
+from kb.models import FORMATS, Format, normalize_tags
 
 MAX_QUERY_CHARS = 2000
 TEXT_FIELDS = ["title", "heading", "body"]
-# Measured on Cranfield (benchmarks/relevance.py): BM25 already scores a word in a short title or
-# heading highly, so boosts above 1 let a title match outweigh the passage that answers; the best
-# field of each word counts in full and the others at FIELD_TIE (a title repeated in the heading
-# trail and the body would otherwise count three times).
-FIELD_BOOSTS = {"title": 0.5, "heading": 0.5, "body": 1.0}
-FIELD_TIE: float | None = 0.5  # None: a word's per-field scores simply add up
-# Neighbouring query words found within PROXIMITY_SLOP positions of each other in a passage.
-PROXIMITY_BOOST = 0.1
-PROXIMITY_SLOP = 3
-# Pseudo-relevance feedback (RM3): the words that dominate the best passages are the vocabulary of
-# the answer, which a question often lacks. Measured on Cranfield: +9% nDCG@10 alone.
-FEEDBACK_PASSAGES = 5
-FEEDBACK_TERMS = 30
-FEEDBACK_WEIGHT = 1.0  # the strongest added word counts as much as one of the question's words
-FEEDBACK_CHARS = 2_000  # read of each passage (a text section's size): bounds the time on long ones
 QUERYABLE_FIELDS = frozenset({*TEXT_FIELDS, "path", "tags", "format", "page"})
 
 # Function words that carry no topic in a natural-language question. Only dropped from queries
@@ -62,16 +47,37 @@ _GLOB = re.compile(r"[*?\[]")
 _REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$#&\-~])")
 
 
-class Vocabulary(Protocol):
-    """What the index knows of analyzed terms, for telling typos apart and correcting them."""
+@dataclass(frozen=True)
+class Ranking:
+    """How passages are scored: one value passed to every search, so a benchmark can try another.
 
-    def known(self, term: str) -> bool:
-        """Whether any text field holds `term`."""
-        ...
+    The defaults were measured on Cranfield (benchmarks/relevance.py). BM25 already scores a word in
+    a short title or heading highly, so boosts above 1 let a title match outweigh the passage that
+    answers; the best field of each word counts in full and the others at `field_tie` (a title
+    repeated in the heading trail and the body would otherwise count three times; None: a word's
+    per-field scores simply add up). Neighbouring query words found within `proximity_slop`
+    positions of each other earn `proximity_boost`. Pseudo-relevance feedback (RM3): the words that
+    dominate the `feedback_passages` best passages are the vocabulary of the answer, which a
+    question often lacks; `feedback_terms` of them are added (0: no feedback), the strongest
+    weighing `feedback_weight` (as much as one of the question's words), each passage read for
+    `feedback_chars` (a text section's size: bounds the time on long ones).
+    """
 
-    def near(self, term: str, distance: int) -> list[str]:
-        """Indexed terms within `distance` edits of `term`, the likeliest first."""
-        ...
+    field_boosts: tuple[tuple[str, float], ...] = (("title", 0.5), ("heading", 0.5), ("body", 1.0))
+    field_tie: float | None = 0.5
+    proximity_boost: float = 0.1
+    proximity_slop: int = 3
+    feedback_passages: int = 5
+    feedback_terms: int = 30
+    feedback_weight: float = 1.0
+    feedback_chars: int = 2_000
+
+    @property
+    def boosts(self) -> dict[str, float]:
+        return dict(self.field_boosts)
+
+
+DEFAULT_RANKING = Ranking()
 
 
 @dataclass
@@ -125,25 +131,27 @@ def content_words(text: str) -> list[str]:
     return kept or words
 
 
-def feedback_terms(best: list[tuple[float, str]], exclude: set[str]) -> dict[str, float]:
-    """The FEEDBACK_TERMS terms likeliest in the passages that answer, weighted 1 for the likeliest.
+def feedback_terms(
+    best: list[tuple[float, str]], exclude: set[str], ranking: Ranking = DEFAULT_RANKING
+) -> dict[str, float]:
+    """The `ranking.feedback_terms` terms likeliest in the passages that answer, weighted 1 for the likeliest.
 
     A relevance model (RM3): each passage's share of its words, weighted by how likely the passage
     is to answer (the softmax of its BM25 score, so the best few dominate). Function words and
     `exclude` (the question's own terms) are left out, and so are numbers and one- or two-letter tokens.
     """
-    if not best:
+    if not best or not ranking.feedback_terms:
         return {}
     top = max(score for score, _ in best)
     likelihood: defaultdict[str, float] = defaultdict(float)
     for score, text in best:
-        counts = Counter(analyze(text[:FEEDBACK_CHARS]))  # counted in C, then one step per distinct term
+        counts = Counter(analyze(text[: ranking.feedback_chars]))  # counted in C, then one step per distinct term
         share = math.exp(score - top) / max(counts.total(), 1)
         for term, n in counts.items():
             likelihood[term] += share * n
     skip = exclude | _STOPWORD_TERMS
     chosen = heapq.nlargest(
-        FEEDBACK_TERMS,
+        ranking.feedback_terms,
         ((p, t) for t, p in likelihood.items() if t not in skip and len(t) > 2 and not t.isdigit()),
     )
     return {term: p / chosen[0][0] for p, term in chosen} if chosen else {}
@@ -157,30 +165,35 @@ class _Text:
     terms: list[str] = field(default_factory=list)  # analyzed words to expand on (plain-word queries only)
 
 
-def _parse_text(index: tantivy.Index, text: str, vocabulary: Vocabulary | None) -> _Text:
+def _parse_text(
+    index: tantivy.Index, text: str, vocabulary: Vocabulary | None, ranking: Ranking
+) -> _Text:
     """Parse the query text: plain words become a ranked OR; Tantivy syntax is run as written.
 
     A query written with operators or phrases asked for exactly that, so it gets no fuzzy retry.
     """
     words = content_words(text)
     if not _OPERATOR.search(text) or _unknown_fields(text):  # 'error: foo' is prose, not a field query
-        return _parse_words(index.schema, words, vocabulary)
+        return _parse_words(index.schema, words, vocabulary, ranking)
     try:
-        return _Text(index.parse_query(text, TEXT_FIELDS, field_boosts=FIELD_BOOSTS), [])
+        return _Text(index.parse_query(text, TEXT_FIELDS, field_boosts=ranking.boosts), [])
     except ValueError:
         pass
-    query, errors = index.parse_query_lenient(text, TEXT_FIELDS, field_boosts=FIELD_BOOSTS)
+    query, errors = index.parse_query_lenient(text, TEXT_FIELDS, field_boosts=ranking.boosts)
     if errors:
         # Lenient parsing can drop most of the input; the plain words keep every term.
-        parsed = _parse_words(index.schema, [w for w in words if w not in ("AND", "OR", "NOT")], vocabulary)
+        plain = [w for w in words if w not in ("AND", "OR", "NOT")]
+        parsed = _parse_words(index.schema, plain, vocabulary, ranking)
         return _Text(parsed.query, [], parsed.approximate)
     return _Text(query, [])
 
 
-def _parse_words(schema: tantivy.Schema, words: list[str], vocabulary: Vocabulary | None) -> _Text:
+def _parse_words(
+    schema: tantivy.Schema, words: list[str], vocabulary: Vocabulary | None, ranking: Ranking
+) -> _Text:
     """An OR of plain words over the text fields, plus a bonus where neighbouring words appear together.
 
-    A word counts once, by its best field plus a share (FIELD_TIE) of the others, so a title that
+    A word counts once, by its best field plus a share (`ranking.field_tie`) of the others, so a title that
     repeats in the heading and the body does not count three times. A word the index has never seen
     (a typo) is replaced by its nearest indexed terms and the plan marked approximate.
     """
@@ -191,61 +204,47 @@ def _parse_words(schema: tantivy.Schema, words: list[str], vocabulary: Vocabular
     approximate = False
     for term in dict.fromkeys(terms):
         if vocabulary is not None and _fuzzable(term) and not vocabulary.known(term):
-            clause = _fuzzy_term(schema, term, vocabulary)
+            clause = _fuzzy_term(schema, term, vocabulary, ranking)
             approximate = True
         else:
-            clause = _field_max([tantivy.Query.term_query(schema, f, term) for f in FIELD_BOOSTS])
+            clause = _term_over_fields(schema, term, ranking)
         clauses.append((tantivy.Occur.Should, clause))
-    if PROXIMITY_BOOST:
+    if ranking.proximity_boost:
         for pair in dict.fromkeys((a, b) for a, b in itertools.pairwise(terms) if a != b):
-            phrase = tantivy.Query.phrase_query(schema, "body", list(pair), PROXIMITY_SLOP)
-            clauses.append((tantivy.Occur.Should, _boosted(phrase, PROXIMITY_BOOST)))
+            phrase = tantivy.Query.phrase_query(schema, "body", list(pair), ranking.proximity_slop)
+            clauses.append((tantivy.Occur.Should, _boosted(phrase, ranking.proximity_boost)))
     return _Text(tantivy.Query.boolean_query(clauses), words, approximate, terms)
 
 
-def _field_max(per_field: list[tantivy.Query]) -> tantivy.Query:
-    """One word's query over TEXT_FIELDS (in FIELD_BOOSTS order), boosted per field."""
-    boosted = [_boosted(q, b) for q, b in zip(per_field, FIELD_BOOSTS.values(), strict=True) if b]
-    if FIELD_TIE is None:
+def _field_max(ranking: Ranking, query_of: Callable[[str], tantivy.Query]) -> tantivy.Query:
+    """One word's query over the text fields (`query_of(field)` for each), boosted per field."""
+    boosted = [_boosted(query_of(f), b) for f, b in ranking.field_boosts if b]
+    if ranking.field_tie is None:
         return tantivy.Query.boolean_query([(tantivy.Occur.Should, q) for q in boosted])
-    return tantivy.Query.disjunction_max_query(boosted, FIELD_TIE)
+    return tantivy.Query.disjunction_max_query(boosted, ranking.field_tie)
+
+
+def _term_over_fields(schema: tantivy.Schema, term: str, ranking: Ranking) -> tantivy.Query:
+    return _field_max(ranking, lambda field: tantivy.Query.term_query(schema, field, term))
 
 
 def _fuzzable(term: str) -> bool:
     return len(term) >= 4 and not term.isdigit()
 
 
-def _fuzzy_term(schema: tantivy.Schema, term: str, vocabulary: Vocabulary | None) -> tantivy.Query:
+def _fuzzy_term(
+    schema: tantivy.Schema, term: str, vocabulary: Vocabulary | None, ranking: Ranking
+) -> tantivy.Query:
     """The indexed terms a typo probably meant, as plain term queries (so snippets can mark them)."""
     distance = 1 if len(term) < 7 else 2
     if vocabulary is None:
-        fuzzy = [tantivy.Query.fuzzy_term_query(schema, f, term, distance=distance) for f in FIELD_BOOSTS]
-        return _field_max(fuzzy)
+        return _field_max(ranking, lambda f: tantivy.Query.fuzzy_term_query(schema, f, term, distance=distance))
     clauses = [
-        _field_max([tantivy.Query.term_query(schema, f, near) for f in FIELD_BOOSTS])
-        for near in vocabulary.near(term, distance)
+        _term_over_fields(schema, near, ranking) for near in vocabulary.near(term, distance)
     ]
     if not clauses:
         return tantivy.Query.empty_query()
     return tantivy.Query.boolean_query([(tantivy.Occur.Should, q) for q in clauses])
-
-
-def edit_distance(a: str, b: str, limit: int) -> int:
-    """Edits (insert, delete, substitute, swap neighbours) from `a` to `b`; `limit + 1` once past it."""
-    if abs(len(a) - len(b)) > limit:
-        return limit + 1
-    prev2: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        row = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                row[j] = min(row[j], prev2[j - 2] + 1)
-        if min(row) > limit:
-            return limit + 1
-        prev2, prev = prev, row
-    return min(prev[-1], limit + 1)
 
 
 def _boosted(query: tantivy.Query, boost: float) -> tantivy.Query:
@@ -302,6 +301,7 @@ def plan_query(
     tags: list[str] | None = None,
     modified_after: datetime | None = None,
     vocabulary: Vocabulary | None = None,
+    ranking: Ranking = DEFAULT_RANKING,
 ) -> QueryPlan:
     """Build the query for `text` restricted to section records and the given filters.
 
@@ -331,28 +331,28 @@ def plan_query(
             raise QueryError(text, f"unknown formats {sorted(unknown)}; use any of {list(FORMATS)}")
         filters.append(tantivy.Query.term_set_query(schema, "format", list(formats)))
     if tags:
-        filters.append(tantivy.Query.term_set_query(schema, "tags", [t.lower() for t in tags]))
+        filters.append(tantivy.Query.term_set_query(schema, "tags", normalize_tags(tags)))
     if modified_after is not None:
         filters.append(
             tantivy.Query.range_query(
                 schema, "mtime", tantivy.FieldType.Integer, lower_bound=int(modified_after.timestamp())
             )
         )
-    parsed = _parse_text(index, text, vocabulary)
+    parsed = _parse_text(index, text, vocabulary, ranking)
 
     def fuzzy() -> QueryPlan | None:
         terms = [t for t in dict.fromkeys(analyze(" ".join(parsed.fuzzy_words))) if _fuzzable(t)]
         if not terms:
             return None
         query = tantivy.Query.boolean_query(
-            [(tantivy.Occur.Should, _fuzzy_term(schema, t, vocabulary)) for t in terms]
+            [(tantivy.Occur.Should, _fuzzy_term(schema, t, vocabulary, ranking)) for t in terms]
         )
         return QueryPlan(_restrict(query, filters), query, lambda: None, approximate=True)
 
     def expand(best: list[tuple[float, str]]) -> QueryPlan:
         weighted = [
-            _boosted(tantivy.Query.term_query(schema, "body", term), FEEDBACK_WEIGHT * weight)
-            for term, weight in feedback_terms(best, set(parsed.terms)).items()
+            _boosted(tantivy.Query.term_query(schema, "body", term), ranking.feedback_weight * weight)
+            for term, weight in feedback_terms(best, set(parsed.terms), ranking).items()
         ]
         # The question must still match: added words only reorder what its own words found.
         query = tantivy.Query.boolean_query(
@@ -365,5 +365,5 @@ def plan_query(
         parsed.query,
         fuzzy,
         parsed.approximate,
-        expand if parsed.terms else None,
+        expand if parsed.terms and ranking.feedback_terms else None,
     )

@@ -1,52 +1,23 @@
-"""Turning Tantivy hits into results: the vocabulary the planner consults, hits and snippets."""
+"""Turning Tantivy hits into results: hits and their highlighted snippets."""
 
 from __future__ import annotations
 
 import tantivy
 
-from kb.index._query import edit_distance
 from kb.index._schema import int_of, text_of
-from kb.models import SearchHit
+from kb.models import DocId, SearchHit
 
 SNIPPET_CHARS = 240
-
-
-class Vocabulary:
-    """The searcher's term dictionaries, as the query planner's `Vocabulary`."""
-
-    FIELDS = ("body", "title", "heading")
-    NEAREST = 3
-
-    def __init__(self, searcher: tantivy.Searcher) -> None:
-        self._searcher = searcher
-
-    def known(self, term: str) -> bool:
-        return any(self._searcher.doc_freq(f, term) for f in self.FIELDS)
-
-    def near(self, term: str, distance: int) -> list[str]:
-        # Typos rarely hit the first letters; reading only the terms that share them keeps this fast.
-        prefix = term[:2]
-        found: dict[str, tuple[int, int]] = {}
-        for field in self.FIELDS:
-            for candidate, count in self._searcher.terms_with_prefix(field, prefix):
-                if not -distance <= len(term) - len(candidate) <= 3:
-                    continue
-                edits = edit_distance(term, candidate, distance)
-                if edits > distance and len(candidate) >= 4 and 0 < len(term) - len(candidate) <= 3:
-                    # The index holds stems ('morn' for morning), a typo is not stemmed ('mornnig').
-                    edits = max(1, edit_distance(term[: len(candidate)], candidate, distance))
-                if edits <= distance:
-                    found[candidate] = (edits, found.get(candidate, (edits, 0))[1] + count)
-        ranked = sorted(found, key=lambda t: (found[t][0], -found[t][1], t))
-        return ranked[: self.NEAREST]
 
 
 def hit(record: tantivy.Document, score: float, snippets: tantivy.SnippetGenerator) -> SearchHit:
     path = text_of(record, "path")
     body = text_of(record, "body")
+    fragment = text_of(record, "fragment")
     return SearchHit(
-        id=f"{path}#{text_of(record, 'fragment')}",
+        id=str(DocId(path, fragment)),
         path=path,
+        fragment=fragment,
         title=text_of(record, "title") or path,
         heading=text_of(record, "heading") or None,
         page=int_of(record, "page"),

@@ -84,6 +84,16 @@ def file_record(entry: ManifestEntry) -> tantivy.Document:
     )
 
 
+def file_record_query(schema: tantivy.Schema, path: str) -> tantivy.Query:
+    """The query that finds the manifest record of `path`."""
+    return tantivy.Query.boolean_query(
+        [
+            (tantivy.Occur.Must, tantivy.Query.term_query(schema, "kind", "file")),
+            (tantivy.Occur.Must, tantivy.Query.term_query(schema, "path", path)),
+        ]
+    )
+
+
 def section_from_record(record: tantivy.Document) -> Section:
     return Section(
         fragment=text_of(record, "fragment"),

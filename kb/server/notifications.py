@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote
 from weakref import WeakKeyDictionary
 
 import anyio
@@ -27,7 +26,7 @@ from mcp_types import INVALID_REQUEST, EmptyResult, SubscribeRequestParams, Unsu
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from kb.server import _sdk_compat
-from kb.server.resources import DOC_URI_PREFIX, doc_uri
+from kb.server._uris import canonical_uri
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +125,3 @@ async def _deliver(connection: Connection, list_changed: bool, uris: list[str]) 
         await connection.send_resource_list_changed()
     for uri in uris:
         await connection.send_resource_updated(uri)
-
-
-def canonical_uri(uri: str) -> str:
-    """One spelling per document: `kb://doc/ref page.html`, `kb://doc/ref%20page.html` and
-    `kb://doc/ref%20page.html#intro` all name `doc_uri("ref page.html")`; other URIs are kept."""
-    if not uri.startswith(DOC_URI_PREFIX):
-        return uri
-    path = uri[len(DOC_URI_PREFIX) :].split("#", 1)[0]
-    return doc_uri(unquote(path))

@@ -25,18 +25,13 @@ from mcp_types import (
 from pydantic import Field
 
 from kb.errors import KbError, NotIndexedYetError
-from kb.server.resources import (
-    DOC_TEMPLATE,
-    confine_path,
-    doc_uri,
-    kb_state,
-    load_document,
-    read_document_text,
-)
+from kb.server._runtime import library_of
+from kb.server._uris import DOC_TEMPLATE, MIME_TYPES, doc_uri
 
 if TYPE_CHECKING:
+    from kb.library import Library
     from kb.models import StoredDocument
-    from kb.server import KbRuntime, KbState
+    from kb.server._runtime import KbRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +61,7 @@ def register_prompts(server: MCPServer[Any], runtime: KbRuntime) -> None:
         focus: Annotated[str | None, Field(description="What to concentrate on")] = None,
         length: Annotated[str | None, Field(description="short, medium (default) or long")] = None,
     ) -> list[Message]:
-        state = kb_state(ctx)
+        library = library_of(ctx)
         how = LENGTHS.get((length or "medium").strip().lower())
         if how is None:
             raise MCPError(code=INVALID_PARAMS, message=f"length must be one of {', '.join(LENGTHS)}")
@@ -74,7 +69,7 @@ def register_prompts(server: MCPServer[Any], runtime: KbRuntime) -> None:
         if focus:
             ask += f" Concentrate on: {focus}."
         ask += " Cite the sections (by heading) or pages ('p. N') each point comes from."
-        return [UserMessage(await _embed(state, path)), UserMessage(ask)]
+        return [UserMessage(await _embed(library, path)), UserMessage(ask)]
 
     @server.prompt(
         name="summarize_topic",
@@ -91,18 +86,18 @@ def register_prompts(server: MCPServer[Any], runtime: KbRuntime) -> None:
             str | None, Field(description="How many passages to read: 1 to 20, default 8")
         ] = None,
     ) -> list[Message]:
-        state = kb_state(ctx)
+        library = library_of(ctx)
         limit = _parse_sources(max_sources)
         try:
             found = await anyio.to_thread.run_sync(
-                lambda: state.index.search(topic, limit=limit, all_passages=True)
+                lambda: library.search(topic, limit=limit, all_passages=True)
             )
         except KbError as exc:
             raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
         passages = [
             (hit, doc)
             for hit in found.results
-            if (doc := await anyio.to_thread.run_sync(_passage, state, hit.id)) is not None
+            if (doc := await anyio.to_thread.run_sync(_passage, library, hit.id)) is not None
         ]
         if not passages:
             return [UserMessage(f"The knowledge base has no passages about {topic!r}. Say so; do not guess.")]
@@ -117,7 +112,7 @@ def register_prompts(server: MCPServer[Any], runtime: KbRuntime) -> None:
             f"{topic!r}. Cite each claim with the passage id in brackets, e.g. [{passages[0][0].id}]. "
             "Point out where sources disagree and what they leave open."
         )
-        if state.syncing:
+        if library.syncing:
             ask += " (kb is still indexing, so some documents may be missing.)"
         return [*messages, UserMessage(ask)]
 
@@ -132,14 +127,14 @@ def register_prompts(server: MCPServer[Any], runtime: KbRuntime) -> None:
         ctx: Context,
         aspect: Annotated[str | None, Field(description="What to compare them on")] = None,
     ) -> list[Message]:
-        state = kb_state(ctx)
+        library = library_of(ctx)
         ask = f"Compare {path_a} and {path_b} above"
         ask += f" with regard to {aspect}." if aspect else "."
         ask += " List where they agree, where they differ or contradict, and what one covers that the other "
         ask += "does not. Cite sections (by heading) or pages ('p. N') of each."
         return [
-            UserMessage(await _embed(state, path_a)),
-            UserMessage(await _embed(state, path_b)),
+            UserMessage(await _embed(library, path_a)),
+            UserMessage(await _embed(library, path_b)),
             UserMessage(ask),
         ]
 
@@ -156,10 +151,10 @@ def register_prompts(server: MCPServer[Any], runtime: KbRuntime) -> None:
                 return None
         elif not (ref.uri == DOC_TEMPLATE and argument.name == "path"):
             return None
-        state = runtime.require_state()
-        paths = await anyio.to_thread.run_sync(state.index.document_paths)
+        library = runtime.library
+        paths = await anyio.to_thread.run_sync(library.document_paths)
         return await anyio.to_thread.run_sync(
-            lambda: complete_paths(paths, argument.value, servable=lambda p: _servable(state, p))
+            lambda: complete_paths(paths, argument.value, servable=library.servable)
         )
 
 
@@ -188,28 +183,19 @@ def complete_paths(
     return Completion(values=values, total=total, has_more=total > len(values))
 
 
-def _passage(state: KbState, doc_id: str) -> StoredDocument | None:
+def _passage(library: Library, doc_id: str) -> StoredDocument | None:
     """A found passage, read like fetch reads it (its file confined again); None if now refused."""
     try:
-        return load_document(state, doc_id)
+        return library.load(doc_id)[1]
     except KbError as exc:
         logger.debug("passage %s left out of the prompt: %s", doc_id, exc)
         return None
 
 
-def _servable(state: KbState, path: str) -> bool:
-    """Whether an indexed path still passes confinement (it may have become a link out since)."""
-    try:
-        confine_path(state, path)
-    except KbError:
-        return False
-    return True
-
-
-async def _embed(state: KbState, path: str) -> EmbeddedResource:
+async def _embed(library: Library, path: str) -> EmbeddedResource:
     """The document as an embedded resource, cut at a bound a model can take."""
     try:
-        text, mime_type = await anyio.to_thread.run_sync(read_document_text, state, path)
+        text, fmt = await anyio.to_thread.run_sync(library.read_text, path)
     except NotIndexedYetError as exc:
         raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
     except KbError as exc:
@@ -221,7 +207,7 @@ async def _embed(state: KbState, path: str) -> EmbeddedResource:
             text[:MAX_EMBEDDED_CHARS]
             + f"\n\n[cut at {MAX_EMBEDDED_CHARS} characters; fetch '{path}' to read on]"
         )
-    return _resource(doc_uri(path), mime_type, text)
+    return _resource(doc_uri(path), MIME_TYPES[fmt], text)
 
 
 def _resource(uri: str, mime_type: str, text: str) -> EmbeddedResource:

@@ -6,10 +6,6 @@ message says what to do; the structured result and the one text block carry the 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 import logging
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -26,8 +22,11 @@ from pydantic_core import to_json
 from kb import sources
 from kb.errors import KbError, PathRefusedError
 from kb.index import MAX_QUERY_CHARS
-from kb.models import Format, SearchResults
-from kb.server.resources import doc_url, iso_mtime, kb_state, load_document, render_sections
+from kb.library import render
+from kb.models import DocId, Format, SearchResults
+from kb.server import _cursor
+from kb.server._runtime import library_of
+from kb.server._uris import doc_url, iso_mtime
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -125,29 +124,33 @@ def register_tools(server: MCPServer[Any]) -> None:
             str | None, Field(max_length=500, description="next_cursor of a previous search")
         ] = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
-        state = kb_state(ctx)
-        fingerprint = _fingerprint(query, path, formats, tags, modified_after)
-        offset = _decode_cursor(cursor, fingerprint) if cursor else 0
+        library = library_of(ctx)
+        belongs_to = _cursor.fingerprint(query, path, formats, tags, modified_after)
+        offset = _search_offset(cursor, belongs_to) if cursor else 0
+        path_filter, after = _check_path_filter(path), _parse_when(modified_after)
         with _as_tool_error():
-            found: SearchResults = state.index.search(
-                query,
-                limit=limit,
-                offset=offset,
-                path=_check_path_filter(path),
-                formats=formats,
-                tags=tags,
-                modified_after=_parse_when(modified_after),
+            # Off the event loop: a long query must not hold up every other client's requests.
+            found: SearchResults = await anyio.to_thread.run_sync(
+                lambda: library.search(
+                    query,
+                    limit=limit,
+                    offset=offset,
+                    path=path_filter,
+                    formats=formats,
+                    tags=tags,
+                    modified_after=after,
+                )
             )
         # Plain dicts in SearchOutput's field order, absent fields left out: building the models
         # only to dump them again cost more than the rest of the handler (the SDK still validates
         # the result against SearchOutput).
-        url_base = state.settings.url_base
+        url_base = library.settings.url_base
         results = []
         for hit in found.results:
             item: dict[str, Any] = {
                 "id": hit.id,
                 "title": hit.title,
-                "url": doc_url(url_base, hit.path, hit.id[len(hit.path) + 1 :] or None),
+                "url": doc_url(url_base, DocId(hit.path, hit.fragment)),
                 "path": hit.path,
                 "snippet": hit.snippet,
                 "score": round(hit.score, 4),
@@ -159,8 +162,8 @@ def register_tools(server: MCPServer[Any]) -> None:
             results.append(item)
         data: dict[str, Any] = {"results": results}
         if found.next_offset is not None:
-            data["next_cursor"] = _encode_cursor(found.next_offset, fingerprint)
-        syncing = state.syncing
+            data["next_cursor"] = _cursor.encode(found.next_offset, belongs_to)
+        syncing = library.syncing
         if syncing:
             data["indexing"] = True
         if found.approximate:
@@ -189,10 +192,10 @@ def register_tools(server: MCPServer[Any]) -> None:
             int, Field(ge=1, le=MAX_FETCH_CHARS, description="Most characters to return")
         ] = DEFAULT_FETCH_CHARS,
     ) -> Annotated[CallToolResult, FetchOutput]:
-        state = kb_state(ctx)
+        library = library_of(ctx)
         with _as_tool_error():
-            doc = await anyio.to_thread.run_sync(load_document, state, id)
-        text = render_sections(doc)
+            doc_id, doc = await anyio.to_thread.run_sync(library.load, id)
+        text = render(doc)
         total = len(text)
         if offset > total or (offset == total and total > 0):
             raise ToolError(f"offset {offset} is past the end of {id!r} ({total} characters); start from 0")
@@ -205,8 +208,7 @@ def register_tools(server: MCPServer[Any]) -> None:
             "size": doc.size,
             "modified": iso_mtime(doc.mtime_ns),
         }
-        fragment = id[len(doc.path) + 1 :] or None  # a passage id is "path#fragment"
-        if fragment is not None and len(doc.sections) == 1:
+        if doc_id.fragment is not None and len(doc.sections) == 1:
             section = doc.sections[0]
             passage = {
                 "fragment": section.fragment,
@@ -222,7 +224,7 @@ def register_tools(server: MCPServer[Any]) -> None:
             id=id,
             title=doc.title,
             text=chunk,
-            url=doc_url(state.settings.url_base, doc.path, fragment),
+            url=doc_url(library.settings.url_base, doc_id),
             metadata=metadata,
             next_offset=end if end < total else None,
             total_chars=total,
@@ -246,26 +248,11 @@ def _as_tool_error() -> Iterator[None]:
         raise ToolError(str(exc)) from exc
 
 
-def _fingerprint(query: str, path: str | None, formats: Any, tags: Any, modified_after: str | None) -> str:
-    key = json.dumps([query, path, formats, tags, modified_after], sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def _encode_cursor(offset: int, fingerprint: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset, "f": fingerprint}).encode()).decode()
-
-
-def _decode_cursor(cursor: str, fingerprint: str) -> int:
+def _search_offset(cursor: str, belongs_to: str) -> int:
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        offset, belongs = data["o"], data["f"] == fingerprint
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-        raise ToolError("cursor is not valid; repeat the search without cursor") from exc
-    if not belongs:
-        raise ToolError("cursor belongs to a different query or filters; repeat the search without cursor")
-    if not isinstance(offset, int) or offset < 0:
-        raise ToolError("cursor is not valid; repeat the search without cursor")
-    return offset
+        return _cursor.decode(cursor, belongs_to)
+    except _cursor.CursorError as exc:
+        raise ToolError(f"{exc}; repeat the search without cursor") from exc
 
 
 def _parse_when(value: str | None) -> datetime | None:

@@ -1,0 +1,283 @@
+"""The knowledge base without MCP: the open index, its startup sync and watcher, status, and every
+confined read.
+
+The CLI, the MCP server and a future read-only replica all go through a `Library`. Every path a
+client names passes `confine` at read time (the index may hold a path that has since become a link
+out of the root), and every read of a file goes through `sources.read_inside`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kb import ingest, sources
+from kb.config import Settings
+from kb.errors import DocumentNotFoundError, KbError, NotIndexedYetError, PathRefusedError
+from kb.extractors import decode, extract, format_for
+from kb.index import DEFAULT_RANKING, Ranking, SearchIndex
+from kb.models import DocId, Format, ManifestEntry, SearchResults, StoredDocument, SyncReport
+from kb.watcher import Watcher
+
+logger = logging.getLogger(__name__)
+
+OnSynced = Callable[[SyncReport | None], None]
+OnCommit = Callable[[SyncReport], None]
+
+
+class Library:
+    """One root's documents, as indexed in one index folder."""
+
+    def __init__(self, settings: Settings, index: SearchIndex) -> None:
+        self.settings = settings
+        self.index = index
+        self.synced = threading.Event()  # set once the startup sync has finished (or failed)
+        self.watching = threading.Event()  # set once the watcher runs after it (if it is to run)
+        self.last_sync: SyncReport | None = None
+        self.sync_error: str | None = None
+        self.watcher: Watcher | None = None
+        self._lifecycle = threading.Lock()
+        self._closing = False
+        self._sync_thread: threading.Thread | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, ranking: Ranking = DEFAULT_RANKING) -> Library:
+        """Open (or create) the index of `settings.root` in `settings.index_dir`.
+
+        Raises:
+            ConfigError: the index folder cannot hold kb's index (`IndexMismatchError`: another root).
+        """
+        return cls(settings, SearchIndex.open(settings.index_dir, settings.root, ranking=ranking))
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self, on_synced: OnSynced | None = None, on_commit: OnCommit | None = None) -> None:
+        """Sync the folder in the background, then watch it (unless `settings.watch` is off).
+
+        `on_synced(report)` runs in the sync thread when the sync ends (`None` if it failed);
+        `on_commit(report)` runs in the watcher's thread after each commit it makes.
+        """
+        # A plain thread: whoever asked (one client connection) may be gone before it ends.
+        self._sync_thread = threading.Thread(
+            target=self._sync_then_watch, args=(on_synced, on_commit), name="kb-sync", daemon=True
+        )
+        self._sync_thread.start()
+
+    def close(self) -> None:
+        """Stop watching, wait for a running sync (its commits are atomic, so waiting is the clean
+        stop), and release the index."""
+        with self._lifecycle:
+            self._closing = True
+        if self._sync_thread is not None:
+            self._sync_thread.join()
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.index.close()
+
+    def _sync_then_watch(self, on_synced: OnSynced | None, on_commit: OnCommit | None) -> None:
+        try:
+            self.last_sync = ingest.sync(self.settings, self.index)
+            self.index.reload()
+        except KbError as exc:
+            self.sync_error = str(exc)
+            logger.warning("background sync failed: %s", exc)
+        except Exception as exc:  # the thread's top: keep answering from the last commit
+            self.sync_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("background sync crashed")
+        self.synced.set()
+        if on_synced is not None:
+            on_synced(self.last_sync)
+        with self._lifecycle:
+            if self._closing or not self.settings.watch:
+                return
+            self.watcher = Watcher(self.settings, self.index, on_commit=on_commit)
+            self.watcher.start()  # if the folder cannot be observed, it falls back to periodic rescans
+        if self.watcher.state == "watching":
+            logger.info("watching %s for changes", self.settings.root)
+        self.watching.set()
+
+    @property
+    def syncing(self) -> bool:
+        return not self.synced.is_set()
+
+    def status(self) -> dict[str, Any]:
+        """What the index holds and how the sync and the watcher are doing (the `kb://status` JSON)."""
+        report, watcher = self.last_sync, self.watcher
+        return {
+            **self.index.stats().model_dump(mode="json"),
+            "syncing": self.syncing,
+            "sync_error": self.sync_error,
+            "watcher": watcher.state if watcher is not None else "off",
+            "last_commit": watcher.last_commit.isoformat() if watcher and watcher.last_commit else None,
+            "last_sync": None
+            if report is None
+            else {
+                "added": report.added,
+                "updated": report.updated,
+                "removed": report.removed,
+                "unchanged": report.unchanged,
+                "failed": len(report.failed),
+                "skipped": len(report.skipped),
+                "seconds": report.seconds,
+            },
+        }
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def search(self, query: str, **options: Any) -> SearchResults:
+        """`SearchIndex.search` on this library's index.
+
+        Raises:
+            QueryError: a filter is malformed.
+        """
+        return self.index.search(query, **options)
+
+    def document_paths(self) -> list[str]:
+        return self.index.document_paths()
+
+    def manifest(self) -> dict[str, ManifestEntry]:
+        return self.index.manifest()
+
+    def confine(self, path: str) -> Path:
+        """The gate for every path a client names: `sources.confine` against the root, with the
+        size cap, at read time.
+
+        Raises:
+            DocumentNotFoundError: nothing is there (say so, and point the model at search).
+            PathRefusedError: the path may not be served (escapes the root, also through a symlink made
+                after indexing; hidden, ignored, not a regular file, too large).
+        """
+        try:
+            return sources.confine(self.settings.root, path, max_file_bytes=self.settings.max_file_bytes)
+        except PathRefusedError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                raise DocumentNotFoundError(path) from exc
+            raise
+
+    def servable(self, path: str) -> bool:
+        """Whether an indexed path still passes confinement (it may have become a link out since)."""
+        try:
+            self.confine(path)
+        except KbError:
+            return False
+        return True
+
+    def resolve(self, text: str) -> tuple[DocId, Path]:
+        """The id that `text` names (see `DocId.readings`) and its document's confined file.
+
+        Raises:
+            DocumentNotFoundError: no file has this id's path.
+            PathRefusedError: the id's path may not be served.
+        """
+        whole, *split = DocId.readings(text)
+        try:
+            return whole, self.confine(whole.path)
+        except (DocumentNotFoundError, PathRefusedError):
+            if not split:
+                raise
+        try:
+            return split[0], self.confine(split[0].path)
+        except DocumentNotFoundError:
+            raise DocumentNotFoundError(text) from None
+
+    def load(self, text: str) -> tuple[DocId, StoredDocument]:
+        """A document or passage by id, for fetch: from the index, after confining its path again.
+
+        While the first sync runs, a document it has not reached is extracted from the file instead,
+        so a read never claims that a file which is there is absent (see `_extract_unindexed`).
+
+        Raises:
+            DocumentNotFoundError: no such document or passage (`NotIndexedYetError` while indexing).
+            PathRefusedError: the id's path may not be served.
+            ExtractionError: an unindexed file could not be extracted.
+        """
+        doc_id, file = self.resolve(text)
+        try:
+            return doc_id, self.index.get(doc_id)
+        except DocumentNotFoundError:
+            if not self.syncing:
+                raise
+        doc = self._extract_unindexed(doc_id, file)
+        if doc_id.fragment is not None:
+            doc.sections = [s for s in doc.sections if s.fragment == doc_id.fragment]
+            if not doc.sections:
+                raise NotIndexedYetError(text)
+        return doc_id, doc
+
+    def read_text(self, path: str) -> tuple[str, Format]:
+        """The text of a document as its resource serves it, and its format.
+
+        Markdown, text and HTML are the file as written (read again, through confinement, decoded as
+        the extractors decode it); a PDF is its page-marked extracted text. While the first sync
+        runs, a text file it has not reached yet is read from disk all the same.
+
+        Raises:
+            DocumentNotFoundError: the path is not an indexed document (`NotIndexedYetError` while indexing).
+            PathRefusedError: the path may not be served.
+            ExtractionError: the file's bytes are no longer text.
+        """
+        file = self.confine(path)
+        try:
+            doc = self.index.get(DocId(path))
+        except DocumentNotFoundError:
+            unindexed = format_for(path)
+            if not self.syncing or unindexed is None:
+                raise
+            if unindexed == "pdf":
+                raise NotIndexedYetError(path) from None
+            fmt = unindexed
+        else:
+            if doc.format == "pdf":
+                return render(doc), "pdf"
+            fmt = doc.format  # the text is the file as written
+        data, _ = sources.read_inside(self.settings.root, file, self.settings.max_file_bytes)
+        return decode(path, data), fmt
+
+    def _extract_unindexed(self, doc_id: DocId, file: Path) -> StoredDocument:
+        """A file the running first sync has not indexed yet, extracted the way the sync would.
+
+        Markdown, text and HTML extract in microseconds and are bounded by the size cap, so they are
+        served at once. A PDF is not: its extraction can spin for minutes, and only the sync's worker
+        processes can stop it, so the model is told to try again shortly instead.
+        """
+        path = doc_id.path
+        fmt = format_for(path)
+        if fmt is None:  # the walk passes over other extensions; so does every read
+            raise DocumentNotFoundError(str(doc_id))
+        if fmt == "pdf":
+            raise NotIndexedYetError(str(doc_id))
+        data, st = sources.read_inside(self.settings.root, file, self.settings.max_file_bytes)
+        document = extract(path, data)
+        return StoredDocument(
+            path=path,
+            format=document.format,
+            title=document.title,
+            tags=document.tags,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            sections=document.sections,
+        )
+
+
+def render(doc: StoredDocument) -> str:
+    """A document's indexed text, sections in order: headings as Markdown, PDF pages marked.
+
+    This is what `fetch` pages through and what a PDF resource serves. Markdown and HTML sections
+    start with their heading's own words; they become a `#` line at the heading trail's depth.
+    """
+    blocks: list[str] = []
+    for section in doc.sections:
+        text = section.text
+        if doc.format == "pdf" and section.page is not None:
+            blocks.append(f"--- page {section.page} ---\n{text}")
+        elif section.heading and doc.format in ("md", "html"):
+            trail = section.heading.split(" > ")
+            first, _, rest = text.partition("\n")
+            body = rest if first.strip() == trail[-1].strip() else text
+            blocks.append(f"{'#' * min(len(trail), 6)} {trail[-1]}\n{body}".rstrip())
+        else:
+            blocks.append(text)
+    return "\n\n".join(blocks)
