@@ -72,7 +72,8 @@ def _settings(ctx: click.Context, **flags: Any) -> Settings:
         settings = Settings.from_env(**given)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{_setting_name(error['loc'])}: {error['msg']}" for error in exc.errors(include_url=False)
+            f"{_setting_name(error['loc'])}: {error['msg']}" if error["loc"] else error["msg"]
+            for error in exc.errors(include_url=False)
         )
         raise _UsageProblem(problems) from exc
     _setup_logging(settings.debug, settings.log_format)
@@ -81,7 +82,7 @@ def _settings(ctx: click.Context, **flags: Any) -> Settings:
 
 def _setting_name(loc: tuple[int | str, ...]) -> str:
     """How a person spells a setting: its flag and its environment variable."""
-    field = str(loc[0]) if loc else "settings"
+    field = str(loc[0])
     flag = {"max_file_bytes": "max_file_mb", "allow_origins": "allow_origin", "watch": "no_watch"}.get(
         field, field
     )

@@ -44,9 +44,13 @@ class Settings(BaseModel):
     def _megabytes(cls, values: Any) -> Any:
         if isinstance(values, dict) and "max_file_mb" in values:
             values = dict(values)
-            mb = float(values.pop("max_file_mb"))
+            given = values.pop("max_file_mb")
+            try:
+                mb = float(given)
+            except (TypeError, ValueError):
+                mb = 0.0
             if not mb > 0:
-                raise ValueError("max_file_mb must be more than 0")
+                raise ValueError(f"max_file_mb must be a number of megabytes above 0, not {given!r}")
             values["max_file_bytes"] = int(mb * MEGABYTE)
         return values
 

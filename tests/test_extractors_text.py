@@ -33,7 +33,13 @@ def test_extract_refuses_an_unsupported_extension() -> None:
 def test_extractors_package_exports_exactly_its_public_names() -> None:
     public = {name for name in dir(kb.extractors) if not name.startswith("_")}
     assert set(kb.extractors.__all__) <= public
-    assert set(kb.extractors.__all__) == {"EXTENSIONS", "decode", "extract", "extractor_modules", "format_for"}
+    assert set(kb.extractors.__all__) == {
+        "EXTENSIONS",
+        "decode",
+        "extract",
+        "extractor_modules",
+        "format_for",
+    }
 
 
 def test_text_paragraphs_become_one_section_with_line_range() -> None:
