@@ -1,0 +1,99 @@
+"""The document service: ids read in one place, confined reads, and one decoding for every read path."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+import pytest
+from mcp_helpers import anyio_backend, connected, index_now  # noqa: F401
+
+from kb.config import Settings
+from kb.errors import DocumentNotFoundError, PathRefusedError
+from kb.library import Library
+from kb.models import DocId
+
+# The same words, written by a Windows editor (cp1252) and by a UTF-16 one (with its BOM).
+WORDS = "“Quoted” café – naïve"
+ENCODED = {
+    "windows.txt": WORDS.encode("cp1252"),
+    "wide.md": codecs.BOM_UTF16_LE + f"# Wide\n\n{WORDS}\n".encode("utf-16-le"),
+}
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Library:
+    root = tmp_path / "docs"
+    (root / "c#").mkdir(parents=True)
+    (root / "c#" / "notes.md").write_text("# Sharp\n\nDelegates and events.\n")
+    (root / "guide.md").write_text("# Guide\n\n## Setup\n\nRun setup.\n")
+    (root / ".hidden.md").write_text("# Hidden\n")
+    for name, data in ENCODED.items():
+        (root / name).write_bytes(data)
+    settings = Settings(root=root, index_dir=tmp_path / "index", jobs=1, watch=False)
+    index_now(settings)
+    library = Library.open(settings)
+    library.synced.set()  # indexed above: no startup sync is running
+    return library
+
+
+def test_an_id_reads_as_a_whole_path_first_then_as_path_and_passage() -> None:
+    assert DocId.readings("guide.md") == [DocId("guide.md")]
+    assert DocId.readings("guide.md#setup") == [DocId("guide.md#setup"), DocId("guide.md", "setup")]
+    assert DocId.readings("c#/notes.md#sharp")[1] == DocId("c#/notes.md", "sharp")
+    assert DocId.readings("trailing#") == [DocId("trailing#")]
+    assert str(DocId("c#/notes.md", "sharp")) == "c#/notes.md#sharp"
+
+
+def test_load_finds_a_passage_and_a_document_whose_path_holds_a_hash(library: Library) -> None:
+    doc_id, passage = library.load("guide.md#setup")
+    assert doc_id == DocId("guide.md", "setup")
+    assert [s.fragment for s in passage.sections] == ["setup"]
+    doc_id, doc = library.load("c#/notes.md")
+    assert (doc_id, doc.title) == (DocId("c#/notes.md"), "Sharp")
+    assert library.load("c#/notes.md#sharp")[0] == DocId("c#/notes.md", "sharp")
+
+
+def test_load_refuses_hidden_and_unknown_ids_with_what_to_do(library: Library) -> None:
+    with pytest.raises(PathRefusedError, match="hidden"):
+        library.load(".hidden.md")
+    with pytest.raises(DocumentNotFoundError, match="search"):
+        library.load("guide.md#nope")
+    with pytest.raises(DocumentNotFoundError):
+        library.load("missing.md")
+
+
+@pytest.mark.parametrize("name", sorted(ENCODED))
+def test_read_text_decodes_as_the_extractors_do(library: Library, name: str) -> None:
+    text, _ = library.read_text(name)
+    assert WORDS in text
+    _, doc = library.load(name)
+    assert WORDS in doc.sections[-1].text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", sorted(ENCODED))
+async def test_fetch_resources_and_prompts_read_a_file_in_the_same_words(library: Library, name: str) -> None:
+    library.close()
+    async with connected(library.settings) as client:
+        fetched = await client.call_tool("fetch", {"id": name})
+        read = await client.read_resource(f"kb://doc/{name}")
+        prompt = await client.get_prompt("summarize_document", {"path": name})
+    assert not fetched.is_error
+    assert WORDS in (fetched.structured_content or {})["text"]
+    assert WORDS in getattr(read.contents[0], "text", "")
+    embedded = prompt.messages[0].content
+    assert WORDS in getattr(getattr(embedded, "resource", None), "text", "")
+
+
+def test_close_waits_for_the_startup_sync_and_stops(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "a.md").write_text("# A\n\nalpha\n")
+    library = Library.open(Settings(root=root, index_dir=tmp_path / "index", jobs=1, watch=True))
+    library.start()
+    assert library.synced.wait(20) and library.watching.wait(20)
+    assert library.status()["watcher"] == "watching"
+    assert [h.path for h in library.search("alpha").results] == ["a.md"]
+    library.close()
+    assert library.watcher is not None and library.watcher.state == "stopped"
