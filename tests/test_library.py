@@ -14,7 +14,7 @@ from kb.library import Library
 from kb.models import DocId
 
 # The same words, written by a Windows editor (cp1252) and by a UTF-16 one (with its BOM).
-WORDS = "“Quoted” café – naïve"
+WORDS = "“Quoted” café \u2013 naïve"  # cp1252 has all four
 ENCODED = {
     "windows.txt": WORDS.encode("cp1252"),
     "wide.md": codecs.BOM_UTF16_LE + f"# Wide\n\n{WORDS}\n".encode("utf-16-le"),
