@@ -24,6 +24,9 @@ from kb.index._vocabulary import Vocabulary
 from kb.models import FORMATS, Format, normalize_tags
 
 MAX_QUERY_CHARS = 2000
+# Correcting a typo reads the term dictionary in Python; these bound that work for one query, so a
+# long paste of unknown words costs milliseconds, not seconds.
+MAX_FUZZY_TERMS = 8
 TEXT_FIELDS = ["title", "heading", "body"]
 QUERYABLE_FIELDS = frozenset({*TEXT_FIELDS, "path", "tags", "format", "page"})
 
@@ -202,8 +205,12 @@ def _parse_words(
         return _Text(tantivy.Query.empty_query(), words)
     clauses = []
     approximate = False
+    corrections = MAX_FUZZY_TERMS
     for term in dict.fromkeys(terms):
         if vocabulary is not None and _fuzzable(term) and not vocabulary.known(term):
+            if not corrections:
+                continue  # unknown, and past the bound: it could only match nothing
+            corrections -= 1
             clause = _fuzzy_term(schema, term, vocabulary, ranking)
             approximate = True
         else:
@@ -341,7 +348,8 @@ def plan_query(
     parsed = _parse_text(index, text, vocabulary, ranking)
 
     def fuzzy() -> QueryPlan | None:
-        terms = [t for t in dict.fromkeys(analyze(" ".join(parsed.fuzzy_words))) if _fuzzable(t)]
+        words = dict.fromkeys(analyze(" ".join(parsed.fuzzy_words)))
+        terms = [t for t in words if _fuzzable(t)][:MAX_FUZZY_TERMS]
         if not terms:
             return None
         query = tantivy.Query.boolean_query(

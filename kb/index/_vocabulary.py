@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import time
+
 import tantivy
+
+# Looking for near spellings is pure Python over the terms sharing a prefix; one search spends at
+# most this long on it, whatever it asks (what is left uncorrected simply matches nothing).
+CORRECTION_BUDGET_SECONDS = 0.5
 
 
 class Vocabulary:
-    """The searcher's term dictionaries over the text fields."""
+    """The searcher's term dictionaries over the text fields, with a time budget for corrections."""
 
     FIELDS = ("body", "title", "heading")
     NEAREST = 3
 
-    def __init__(self, searcher: tantivy.Searcher) -> None:
+    def __init__(self, searcher: tantivy.Searcher, budget: float = CORRECTION_BUDGET_SECONDS) -> None:
         self._searcher = searcher
+        self._deadline = time.monotonic() + budget
 
     def known(self, term: str) -> bool:
         """Whether any text field holds `term`."""
@@ -24,7 +31,11 @@ class Vocabulary:
         prefix = term[:2]
         found: dict[str, tuple[int, int]] = {}
         for field in self.FIELDS:
-            for candidate, count in self._searcher.terms_with_prefix(field, prefix):
+            if time.monotonic() > self._deadline:
+                break
+            for n, (candidate, count) in enumerate(self._searcher.terms_with_prefix(field, prefix)):
+                if n % 512 == 511 and time.monotonic() > self._deadline:
+                    break
                 if not -distance <= len(term) - len(candidate) <= 3:
                     continue
                 edits = edit_distance(term, candidate, distance)
