@@ -209,3 +209,11 @@ def test_a_second_writer_waits_then_reports_who_holds_the_lock(index: SearchInde
     assert f"pid {os.getpid()}" in str(caught.value)
     with other.batch(wait=0):
         pass
+
+
+@pytest.mark.parametrize("query", ["title:*", "body:*", "heading:* AND leeks"])
+def test_a_query_the_engine_refuses_to_run_searches_its_words_instead(index: SearchIndex, query: str) -> None:
+    found = index.search(query)
+    assert found.total >= 0
+    if "leeks" in query:
+        assert {h.path for h in found.results} == {"notes/cooking.md", "notes/garden.txt"}

@@ -293,6 +293,24 @@ class SearchIndex:
             vocabulary=Vocabulary(searcher),
             ranking=self._ranking,
         )
+        try:
+            return self._run(searcher, plan, query, limit, offset, all_passages)
+        except ValueError:
+            if plan.as_words is None:
+                raise
+            # Parsed, but refused when run ('title:*'): the query text never fails, its words are searched.
+            logger.debug("query %r refused by the engine; searching its words", query[:80])
+            return self._run(searcher, plan.as_words(), query, limit, offset, all_passages)
+
+    def _run(
+        self,
+        searcher: tantivy.Searcher,
+        plan: QueryPlan,
+        query: str,
+        limit: int,
+        offset: int,
+        all_passages: bool,
+    ) -> SearchResults:
         if plan.expand is not None:
             # The best passages for the question's own words lend it their vocabulary.
             best = searcher.search(plan.query, limit=self._ranking.feedback_passages, count=False).hits

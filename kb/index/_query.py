@@ -92,6 +92,8 @@ class QueryPlan:
     `approximate` says words were matched fuzzily (a word unknown to the index, or the whole retry);
     `expand(best)` builds the plan that reranks the same matches with words of the best passages
     for `query` (`(score, text)` pairs); None for queries written in Tantivy's syntax, run as written.
+    `as_words()` is the plan of the text's plain words, for a query Tantivy parses but refuses to
+    run ('title:*': the field is not a fast field).
     """
 
     query: tantivy.Query
@@ -99,6 +101,7 @@ class QueryPlan:
     fuzzy: Callable[[], QueryPlan | None]
     approximate: bool = False
     expand: Callable[[list[tuple[float, str]]], QueryPlan] | None = None
+    as_words: Callable[[], QueryPlan] | None = None
 
 
 def _restrict(query: tantivy.Query, filters: list[tantivy.Query]) -> tantivy.Query:
@@ -368,10 +371,16 @@ def plan_query(
         )
         return QueryPlan(_restrict(query, filters), parsed.query, fuzzy, parsed.approximate)
 
+    def as_words() -> QueryPlan:
+        plain = [w for w in content_words(text) if w not in ("AND", "OR", "NOT")]
+        words = _parse_words(schema, plain, vocabulary, ranking)
+        return QueryPlan(_restrict(words.query, filters), words.query, fuzzy, words.approximate)
+
     return QueryPlan(
         _restrict(parsed.query, filters),
         parsed.query,
         fuzzy,
         parsed.approximate,
         expand if parsed.terms and ranking.feedback_terms else None,
+        None if parsed.terms else as_words,
     )
