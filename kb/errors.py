@@ -2,7 +2,8 @@
 
     KbError
     ├── ConfigError            bad settings or arguments (CLI exit 2)
-    │   └── IndexMismatchError the index was built for another root or schema (names --rebuild)
+    │   ├── IndexMismatchError the index was built for another root or schema (names --rebuild)
+    │   └── RootMissingError   the folder of documents is gone or not a folder (carries root)
     ├── IndexLockedError       another process holds the index writer (CLI exit 3)
     ├── ExtractionError        one file could not be turned into a Document (carries path)
     ├── PathRefusedError       a path would escape the root or names a hidden/ignored file
@@ -33,6 +34,21 @@ class IndexMismatchError(ConfigError):
         super().__init__(
             f"{reason}; run `kb index ROOT --rebuild --index-dir {index_dir}` to rebuild it, "
             "or point --index-dir elsewhere"
+        )
+
+
+class RootMissingError(ConfigError):
+    """The folder of documents is gone (deleted, moved away) or no longer a folder.
+
+    A sync raises it instead of removing every document, so the index keeps its last commit.
+    """
+
+    def __init__(self, root: str, reason: str) -> None:
+        self.root = root
+        self.reason = reason
+        super().__init__(
+            f"the folder of documents {root} {reason}; the index was left as it was "
+            "(restore the folder, or give kb its new path)"
         )
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from kb.config import Settings
-from kb.errors import ExtractionError
+from kb.errors import ExtractionError, RootMissingError
 from kb.extract_pool import ExtractionPool
 from kb.extractors import extract, extractor_modules
 from kb.index import IndexBatch, SearchIndex
@@ -118,6 +120,7 @@ def sync(
 
     Raises:
         IndexLockedError: another process held the index writer for longer than `settings.lock_wait`.
+        RootMissingError: the root is gone or not a folder (the index is left as it was).
     """
     return _sync(settings, index, None, rebuild=rebuild, progress=progress)
 
@@ -130,8 +133,26 @@ def sync_paths(settings: Settings, index: SearchIndex, paths: Iterable[str]) -> 
 
     Raises:
         IndexLockedError: another process held the index writer for longer than `settings.lock_wait`.
+        RootMissingError: the root is gone or not a folder (the index is left as it was).
     """
     return _sync(settings, index, sorted(set(paths)), rebuild=False, progress=None)
+
+
+def root_identity(root: Path) -> tuple[int, int]:
+    """The root folder's (device, inode): one cheap stat, also the watcher's check for its return.
+
+    Raises:
+        RootMissingError: the root does not exist, cannot be looked at, or is not a folder.
+    """
+    try:
+        st = os.stat(root)
+    except FileNotFoundError as exc:
+        raise RootMissingError(str(root), "does not exist") from exc
+    except OSError as exc:
+        raise RootMissingError(str(root), f"cannot be looked at ({exc.strerror or exc})") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise RootMissingError(str(root), "is not a folder")
+    return st.st_dev, st.st_ino
 
 
 def _sync(
@@ -144,7 +165,16 @@ def _sync(
 ) -> SyncReport:
     started = time.monotonic()
     report = SyncReport(root=str(index.root), index_dir=str(index.index_dir))
-    found = walk(index.root, max_file_bytes=settings.max_file_bytes, exclude=index.index_dir, paths=paths)
+    # A root that is gone looks like a folder whose every file was deleted: checked before and
+    # after the walk, so a root deleted or swapped meanwhile removes nothing.
+    before = root_identity(index.root)
+    try:
+        found = walk(index.root, max_file_bytes=settings.max_file_bytes, exclude=index.index_dir, paths=paths)
+    except OSError:
+        root_identity(index.root)  # gone under the walk: say so rather than the walk's own error
+        raise
+    if root_identity(index.root) != before:
+        raise RootMissingError(str(index.root), "was replaced by another folder while it was being read")
     report.skipped = [SkippedFile(path=p, reason=r) for p, r in found.skipped]
     manifest = index.manifest(under=paths)
     current = {f.path for f in found.files}

@@ -110,8 +110,7 @@ class Library:
             **self.index.stats().model_dump(mode="json"),
             "syncing": self.syncing,
             "sync_error": self.sync_error,
-            "watcher": watcher.state if watcher is not None else "off",
-            "last_commit": watcher.last_commit.isoformat() if watcher and watcher.last_commit else None,
+            **(watcher.status() if watcher is not None else {"watcher": "off", "last_commit": None}),
             "last_sync": None
             if report is None
             else {
