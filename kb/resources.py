@@ -108,7 +108,12 @@ def confine_path(state: KbState, path: str) -> Path:
             after indexing; hidden, ignored, not a regular file, too large).
     """
     try:
-        return sources.confine(state.settings.root, path, max_file_bytes=state.settings.max_file_bytes)
+        return sources.confine(
+            state.settings.root,
+            path,
+            max_file_bytes=state.settings.max_file_bytes,
+            allow_hardlinks=state.settings.allow_hardlinks,
+        )
     except PathRefusedError as exc:
         if isinstance(exc.__cause__, FileNotFoundError):
             raise DocumentNotFoundError(path) from exc
@@ -185,7 +190,12 @@ def read_document_text(state: KbState, path: str) -> tuple[str, str]:
         if doc.format == "pdf":
             return render_sections(doc), MIME_TYPES["pdf"]
         fmt = doc.format  # the text is the file as written
-    data, _ = sources.read_inside(state.settings.root, file, state.settings.max_file_bytes)
+    data, _ = sources.read_inside(
+        state.settings.root,
+        file,
+        state.settings.max_file_bytes,
+        allow_hardlinks=state.settings.allow_hardlinks,
+    )
     return _decode(data), MIME_TYPES[fmt]
 
 
@@ -201,7 +211,12 @@ def _extract_unindexed(state: KbState, doc_id: str, path: str, file: Path) -> St
         raise DocumentNotFoundError(doc_id)
     if fmt == "pdf":
         raise NotIndexedYetError(doc_id)
-    data, st = sources.read_inside(state.settings.root, file, state.settings.max_file_bytes)
+    data, st = sources.read_inside(
+        state.settings.root,
+        file,
+        state.settings.max_file_bytes,
+        allow_hardlinks=state.settings.allow_hardlinks,
+    )
     document = extract(path, data)
     return StoredDocument(
         path=path,
