@@ -139,7 +139,7 @@ def _spelling_problem(rel: str, name: str) -> str | None:
     """Why no client could name `rel` (its last part `name` is new; the folders above passed):
     `check_path_syntax`'s reason, so the walk never lists what a read would refuse. Most names are
     plain, and pass without the full check."""
-    if name.isprintable() and _SUSPECT.search(name) is None:
+    if _SUSPECT.search(name) is None and name.isprintable():
         return None
     try:
         check_path_syntax(rel)

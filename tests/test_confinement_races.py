@@ -21,7 +21,7 @@ from kb import ingest
 from kb.config import Settings
 from kb.errors import PathRefusedError
 from kb.index import SearchIndex
-from kb.sources import check_path_syntax, confine, read_inside, walk
+from kb.sources import WalkResult, check_path_syntax, confine, read_inside, walk
 
 MARK = "zanzibarquokka"  # one word only the outside file holds: a search for it finds any leak
 OUTSIDE_TEXT = f"# Outside\n\nThe {MARK} lives outside the root and must never be indexed.\n"
@@ -246,25 +246,31 @@ def test_a_file_swapped_for_a_fifo_never_hangs_a_sync(tree: Tree) -> None:
     assert report.failed == []
 
 
-def test_a_fifo_is_refused_by_the_safe_read_without_blocking(tmp_path: Path) -> None:
-    os.mkfifo(tmp_path / "pipe.md")
+def finishes(call: Callable[[], object], fifo: Path) -> object:
+    """What `call()` returns or raises, run in a thread; if it blocks, release the reader stuck on
+    `fifo` (so the thread can end) and fail."""
     done = threading.Event()
-    outcome: list[BaseException] = []
+    outcome: list[object] = []
 
-    def read() -> None:
+    def run() -> None:
         try:
-            read_inside(tmp_path, "pipe.md", 1000)
+            outcome.append(call())
         except BaseException as exc:
             outcome.append(exc)
-        done.set()
+        finally:
+            done.set()
 
-    threading.Thread(target=read, daemon=True).start()
-    blocked = not done.wait(timeout=HANG_LIMIT)
-    if blocked:
-        os.close(os.open(tmp_path / "pipe.md", os.O_WRONLY | os.O_NONBLOCK))
-    assert not blocked, "reading a FIFO blocked"
-    assert len(outcome) == 1 and isinstance(outcome[0], PathRefusedError)
-    assert "not a regular file" in str(outcome[0])
+    threading.Thread(target=run, daemon=True).start()
+    if not done.wait(timeout=HANG_LIMIT):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"blocked on the FIFO {fifo.name}")
+    return outcome[0]
+
+
+def test_a_fifo_is_refused_by_the_safe_read_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.md")
+    outcome = finishes(lambda: read_inside(tmp_path, "pipe.md", 1000), tmp_path / "pipe.md")
+    assert isinstance(outcome, PathRefusedError) and outcome.reason == "not a regular file"
 
 
 # ---- what the walk sees now ----------------------------------------------------------------
@@ -412,16 +418,5 @@ def test_a_name_with_a_newline_is_skipped_like_the_path_check_refuses_it(tree: T
 def test_an_ignore_file_that_is_a_fifo_does_not_hang_the_walk(tmp_path: Path) -> None:
     (tmp_path / "doc.md").write_text("# Doc\n")
     os.mkfifo(tmp_path / ".kbignore")
-    done = threading.Event()
-    found: list[list[str]] = []
-
-    def walking() -> None:
-        found.append([f.path for f in walk(tmp_path, max_file_bytes=1000).files])
-        done.set()
-
-    threading.Thread(target=walking, daemon=True).start()
-    blocked = not done.wait(timeout=HANG_LIMIT)
-    if blocked:
-        os.close(os.open(tmp_path / ".kbignore", os.O_WRONLY | os.O_NONBLOCK))
-    assert not blocked, "the walk blocked on a FIFO ignore file"
-    assert found == [["doc.md"]]
+    result = finishes(lambda: walk(tmp_path, max_file_bytes=1000), tmp_path / ".kbignore")
+    assert isinstance(result, WalkResult) and [f.path for f in result.files] == ["doc.md"]
