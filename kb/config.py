@@ -30,6 +30,9 @@ class Settings(BaseModel):
     url_base: str | None = Field(default=None, description="Web address where the documents are published")
     token: str | None = Field(default=None, description="Bearer token required on HTTP")
     allow_origins: list[str] = Field(default_factory=list, description="Extra Origins allowed on HTTP")
+    allow_hardlinks: bool = Field(
+        default=False, description="Index files with a second hard link (it may lead outside the root)"
+    )
     watch: bool = True
     rescan_seconds: float = Field(default=600.0, ge=1, description="Interval of the stat-only safety rescan")
     lock_wait: float = Field(default=60.0, ge=0, description="Seconds to wait for the index writer lock")

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kb.config import Settings
-from kb.errors import ExtractionError, RootMissingError
+from kb.errors import ExtractionError, PathRefusedError, RootMissingError
 from kb.extract_pool import ExtractionPool
 from kb.extractors import extract, extractor_modules
 from kb.index import IndexBatch, SearchIndex
 from kb.models import Document, FileProblem, ManifestEntry, SkippedFile, SyncReport
-from kb.sources import SourceFile, walk
+from kb.sources import NOT_FOUND, SourceFile, read_inside, walk
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +44,17 @@ class Loaded:
     sha256: str = ""
     document: Document | None = None  # None when the content matched the known hash, or on error
     error: str | None = None
+    refused: str | None = None  # why the file may not be read after all (it changed since the walk)
 
 
-def _load(abspath: str, path: str, known_sha: str | None) -> Loaded:
-    """Read, hash and (if the content is new) extract one file. Runs in a worker process, so it
-    takes and returns plain values: pickling Path objects both ways cost the parent real time."""
+def _load(root: str, path: str, known_sha: str | None, max_bytes: int, allow_hardlinks: bool) -> Loaded:
+    """Read (confined to `root`, see `sources.read_inside`), hash and (if the content is new)
+    extract one file. Runs in a worker process, so it takes and returns plain values: pickling
+    Path objects both ways cost the parent real time."""
     try:
-        with open(abspath, "rb") as handle:
-            data = handle.read()
+        data, _ = read_inside(root, path, max_bytes, allow_hardlinks=allow_hardlinks)
+    except PathRefusedError as exc:
+        return Loaded(refused=exc.reason)
     except OSError as exc:
         return Loaded(error=f"cannot read: {exc.strerror or exc}")
     sha = hashlib.sha256(data).hexdigest()
@@ -74,14 +77,15 @@ def _crashed() -> Loaded:
     return Loaded(error="extraction crashed its worker process")
 
 
-def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings) -> Iterator[Loaded]:
+def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, root: str) -> Iterator[Loaded]:
     """Load every file of `todo`, in order: in worker processes when it pays or when a file needs a
     time budget (pypdf can spin on hostile files, and large files are where hostile markup hurts),
     else inline."""
     jobs = settings.jobs or os.cpu_count() or 1
     total_bytes = sum(s.size for s, _ in todo)
     small = len(todo) < PARALLEL_MIN_FILES or total_bytes < PARALLEL_MIN_BYTES
-    tasks = [(source.abspath, source.path, known) for source, known in todo]
+    cap, hardlinks = settings.max_file_bytes, settings.allow_hardlinks
+    tasks = [(root, source.path, known, cap, hardlinks) for source, known in todo]
     if small and not any(s.format == "pdf" or s.size > INLINE_MAX_BYTES for s, _ in todo):
         for task in tasks:
             yield _load(*task)
@@ -169,14 +173,21 @@ def _sync(
     # after the walk, so a root deleted or swapped meanwhile removes nothing.
     before = root_identity(index.root)
     try:
-        found = walk(index.root, max_file_bytes=settings.max_file_bytes, exclude=index.index_dir, paths=paths)
+        found = walk(
+            index.root,
+            max_file_bytes=settings.max_file_bytes,
+            exclude=index.index_dir,
+            paths=paths,
+            allow_hardlinks=settings.allow_hardlinks,
+        )
     except OSError:
         root_identity(index.root)  # gone under the walk: say so rather than the walk's own error
         raise
     if root_identity(index.root) != before:
         raise RootMissingError(str(index.root), "was replaced by another folder while it was being read")
     report.skipped = [SkippedFile(path=p, reason=r) for p, r in found.skipped]
-    manifest = index.manifest(under=paths)
+    # A named path that is not UTF-8 was skipped by the walk, and no document can have it.
+    manifest = index.manifest(under=None if paths is None else [p for p in paths if _is_utf8(p)])
     current = {f.path for f in found.files}
     gone = sorted(p for p in manifest if p not in current)
     todo: list[tuple[SourceFile, str | None]] = []
@@ -206,6 +217,14 @@ def _sync(
     return report
 
 
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _apply(
     settings: Settings,
     index: SearchIndex,
@@ -223,7 +242,8 @@ def _apply(
             batch.delete(path)
             report.removed += 1
             report.removed_paths.append(path)
-        for done, ((source, _), loaded) in enumerate(zip(todo, _load_all(todo, settings), strict=True), 1):
+        results = _load_all(todo, settings, str(index.root))
+        for done, ((source, _), loaded) in enumerate(zip(todo, results, strict=True), 1):
             _write_one(batch, source, loaded, manifest.get(source.path), report)
             if progress is not None:
                 progress(done, len(todo))
@@ -234,7 +254,14 @@ def _apply(
 def _write_one(
     batch: IndexBatch, source: SourceFile, loaded: Loaded, known: ManifestEntry | None, report: SyncReport
 ) -> None:
-    if loaded.error is not None:
+    if loaded.refused is not None:  # as the walk would say now: it is no document any more
+        if loaded.refused != NOT_FOUND:  # a file deleted since the walk is simply gone
+            report.skipped.append(SkippedFile(path=source.path, reason=loaded.refused))
+        if known is not None:
+            batch.delete(source.path)
+            report.removed += 1
+            report.removed_paths.append(source.path)
+    elif loaded.error is not None:
         logger.warning("not indexed: %s: %s", source.path, loaded.error)
         report.failed.append(FileProblem(path=source.path, error=loaded.error))
     elif loaded.document is None and known is not None:

@@ -9,6 +9,7 @@ out of the root), and every read of a file goes through `sources.read_inside`.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -150,7 +151,12 @@ class Library:
                 after indexing; hidden, ignored, not a regular file, too large).
         """
         try:
-            return sources.confine(self.settings.root, path, max_file_bytes=self.settings.max_file_bytes)
+            return sources.confine(
+                self.settings.root,
+                path,
+                max_file_bytes=self.settings.max_file_bytes,
+                allow_hardlinks=self.settings.allow_hardlinks,
+            )
         except PathRefusedError as exc:
             if isinstance(exc.__cause__, FileNotFoundError):
                 raise DocumentNotFoundError(path) from exc
@@ -232,7 +238,7 @@ class Library:
             if doc.format == "pdf":
                 return render(doc), "pdf"
             fmt = doc.format  # the text is the file as written
-        data, _ = sources.read_inside(self.settings.root, file, self.settings.max_file_bytes)
+        data, _ = self._read(file)
         return decode(path, data), fmt
 
     def _extract_unindexed(self, doc_id: DocId, file: Path) -> StoredDocument:
@@ -248,7 +254,7 @@ class Library:
             raise DocumentNotFoundError(str(doc_id))
         if fmt == "pdf":
             raise NotIndexedYetError(str(doc_id))
-        data, st = sources.read_inside(self.settings.root, file, self.settings.max_file_bytes)
+        data, st = self._read(file)
         document = extract(path, data)
         return StoredDocument(
             path=path,
@@ -258,6 +264,15 @@ class Library:
             size=st.st_size,
             mtime_ns=st.st_mtime_ns,
             sections=document.sections,
+        )
+
+    def _read(self, file: Path) -> tuple[bytes, os.stat_result]:
+        """A confined file's bytes, read through the one safe open (no link followed, no block)."""
+        return sources.read_inside(
+            self.settings.root,
+            file,
+            self.settings.max_file_bytes,
+            allow_hardlinks=self.settings.allow_hardlinks,
         )
 
 
