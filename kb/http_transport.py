@@ -115,9 +115,11 @@ def transport_security(settings: Settings, host: str, port: int) -> TransportSec
         # Bound to every interface: any Host may be legitimate, so the SDK's check is off; the token
         # (required) guards access and `OriginCheckMiddleware` keeps foreign browser pages out.
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    names = (
-        ["127.0.0.1", "localhost", "[::1]"] if _is_loopback(host) else [f"[{host}]" if ":" in host else host]
-    )
+    # The address actually bound (127.0.0.2 is as much this machine as 127.0.0.1), and on loopback
+    # the names a local client may use for it.
+    names = [f"[{host}]" if ":" in host else host]
+    if _is_loopback(host):
+        names += [name for name in ("127.0.0.1", "localhost", "[::1]") if name not in names]
     hosts = [f"{name}:{port}" for name in names]
     origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts] + list(settings.allow_origins)
     return TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins)
