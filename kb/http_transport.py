@@ -142,18 +142,22 @@ def _is_unspecified(host: str) -> bool:
 
 
 class BearerTokenMiddleware:
-    """Require `Authorization: Bearer <token>` on every HTTP request (constant-time compare)."""
+    """Require `Authorization: Bearer <token>` on every HTTP request.
+
+    The scheme name matches in any case (RFC 7235 makes it case-insensitive); the token is compared
+    in constant time.
+    """
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan events carry no headers
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self._expected):
+        scheme, _, credentials = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.lstrip(b" "), self._expected):
             await self.app(scope, receive, send)
             return
         await _refuse(
