@@ -1,10 +1,11 @@
 """Serving kb over HTTP: streamable HTTP at `/mcp` (both protocol eras) or legacy SSE at `/sse`,
 locked down: loopback unless a bearer token is set, Host and Origin checks against the bound
-address (DNS rebinding), bounded request bodies.
+address (DNS rebinding), bounded request bodies, requests that must arrive in bounded time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -14,10 +15,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import h11
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from kb.config import Settings
 from kb.errors import ConfigError
@@ -26,6 +29,9 @@ from kb.server import build_server
 logger = logging.getLogger(__name__)
 
 MAX_REQUEST_BODY_BYTES = 1024 * 1024
+# A request (head and body) must arrive within this many seconds of the connection being ready for
+# it; a client that trickles bytes is cut off instead of holding a connection and a task forever.
+REQUEST_TIMEOUT_SECONDS = 20.0
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -71,11 +77,28 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_http(settings: Settings, sock: socket.socket, sse: bool = False) -> None:
-    """Serve HTTP on an already listening socket until cancelled (or SIGINT/SIGTERM)."""
+async def serve_http(
+    settings: Settings,
+    sock: socket.socket,
+    sse: bool = False,
+    *,
+    request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+) -> None:
+    """Serve HTTP on an already listening socket until cancelled (or SIGINT/SIGTERM).
+
+    A connection that has not delivered a whole request `request_timeout` seconds after it
+    became ready for one (opened, or its last response sent) is closed.
+    """
     host, port = sock.getsockname()[:2]
     app = http_app(build_server(settings), settings, host, port, sse=sse)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", log_level="warning")
+    config = uvicorn.Config(
+        app,
+        http=h11_protocol_with_request_deadline(request_timeout),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        log_level="warning",
+    )
     logger.info(
         "serving MCP over %s at http://%s:%d%s",
         "SSE" if sse else "HTTP",
@@ -102,11 +125,67 @@ def http_app(
             max_request_body_size=MAX_REQUEST_BODY_BYTES,
             host=host,
         )
+    app = WholeBodyMiddleware(app, MAX_REQUEST_BODY_BYTES)
     if _is_unspecified(host):
         app = OriginCheckMiddleware(app, port, settings.allow_origins)
     if settings.token:
         app = BearerTokenMiddleware(app, settings.token)
     return app
+
+
+def h11_protocol_with_request_deadline(seconds: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose request has not fully arrived in `seconds`.
+
+    uvicorn bounds only the idle time between requests (`timeout_keep_alive`, reset by every byte
+    received) and the size of a request head (`h11_max_incomplete_event_size`); nothing bounds the
+    time a request takes to arrive, and ASGI middleware runs only once the head is complete. The
+    deadline starts when the connection is ready for a request (opened, or a response sent) and
+    stops once the request's body is complete and its response under way, so a long response
+    (an SSE stream) is never cut.
+    """
+
+    class H11WithRequestDeadline(H11Protocol):
+        _request_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._start_request_deadline()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._answering():
+                self._stop_request_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()  # may start a pipelined request at once
+            if not self._answering() and not self.transport.is_closing():
+                self._start_request_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_request_deadline()
+            super().connection_lost(exc)
+
+        def _answering(self) -> bool:
+            """Whether a whole request has arrived and its response is not yet complete."""
+            cycle = self.cycle
+            return self.conn.their_state is h11.DONE and cycle is not None and not cycle.response_complete
+
+        def _start_request_deadline(self) -> None:
+            self._stop_request_deadline()
+            self._request_deadline = self.loop.call_later(seconds, self._request_overdue)
+
+        def _stop_request_deadline(self) -> None:
+            if self._request_deadline is not None:
+                self._request_deadline.cancel()
+                self._request_deadline = None
+
+        def _request_overdue(self) -> None:
+            self._request_deadline = None
+            if not self.transport.is_closing():
+                logger.info("closing an HTTP connection: no complete request within %g s", seconds)
+                self.transport.close()
+
+    return H11WithRequestDeadline
 
 
 def transport_security(settings: Settings, host: str, port: int) -> TransportSecuritySettings:
@@ -203,6 +282,47 @@ class OriginCheckMiddleware:
         except ValueError:  # a port that is not a number
             return False
         return parts.scheme in ("http", "https") and parts.netloc == host.lower() and port == self.port
+
+
+class WholeBodyMiddleware:
+    """Hand a request to the app only once its whole body has arrived.
+
+    A client that sends its body slowly then holds only its connection (which the request deadline
+    closes), never a session or a handler of the SDK, and one that leaves mid-body is dropped
+    quietly. A body over `max_bytes` is passed on as it comes, for the SDK to refuse (413).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._declared_too_big(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more and size <= self.max_bytes:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left before its request was whole
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+        whole: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": more}
+
+        async def receive_whole() -> Message:
+            nonlocal whole
+            if whole is None:  # what follows the body: the client's disconnect, or more of a big body
+                return await receive()
+            message, whole = whole, None
+            return message
+
+        await self.app(scope, receive_whole, send)
+
+    def _declared_too_big(self, scope: Scope) -> bool:
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        return length.isdigit() and int(length) > self.max_bytes
 
 
 async def _refuse(send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
