@@ -6,9 +6,11 @@ address (DNS rebinding), bounded request bodies, requests that must arrive in bo
 from __future__ import annotations
 
 import asyncio
+import heapq
 import hmac
 import ipaddress
 import logging
+import math
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -18,10 +20,14 @@ import anyio
 import h11
 import uvicorn
 from mcp.server import MCPServer
+from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from kb import _sdk_compat
 from kb.config import Settings
 from kb.errors import ConfigError
 from kb.server import build_server
@@ -32,6 +38,9 @@ MAX_REQUEST_BODY_BYTES = 1024 * 1024
 # A request (head and body) must arrive within this many seconds of the connection being ready for
 # it; a client that trickles bytes is cut off instead of holding a connection and a task forever.
 REQUEST_TIMEOUT_SECONDS = 20.0
+# 2025-era sessions kept open: past this, a new client ends the ones idle the longest. Twice as
+# many, all busy at once, make the SDK refuse new ones (503).
+MAX_SESSIONS = 1000
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -110,9 +119,18 @@ async def serve_http(
 
 
 def http_app(
-    server: MCPServer[Any], settings: Settings, host: str, port: int, *, sse: bool = False
+    server: MCPServer[Any],
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    sse: bool = False,
+    max_sessions: int = MAX_SESSIONS,
 ) -> ASGIApp:
-    """The ASGI app: MCP behind Host/Origin checks, a body size bound and, with a token, bearer auth."""
+    """The ASGI app: MCP behind Host/Origin checks, a body size bound and, with a token, bearer auth.
+
+    At most `max_sessions` 2025-era sessions stay open (`SessionCapMiddleware`).
+    """
     security = transport_security(settings, host, port)
     if sse:
         app: ASGIApp = server.sse_app(
@@ -123,8 +141,10 @@ def http_app(
             streamable_http_path="/mcp",
             transport_security=security,
             max_request_body_size=MAX_REQUEST_BODY_BYTES,
+            max_sessions=2 * max_sessions,
             host=host,
         )
+        app = SessionCapMiddleware(app, server.session_manager, max_sessions)
     app = WholeBodyMiddleware(app, MAX_REQUEST_BODY_BYTES)
     if _is_unspecified(host):
         app = OriginCheckMiddleware(app, port, settings.allow_origins)
@@ -282,6 +302,56 @@ class OriginCheckMiddleware:
         except ValueError:  # a port that is not a number
             return False
         return parts.scheme in ("http", "https") and parts.netloc == host.lower() and port == self.port
+
+
+class SessionCapMiddleware:
+    """Keep at most `max_sessions` 2025-era sessions open by ending the ones idle the longest.
+
+    The SDK's own cap refuses every new client (503) while the sessions that filled it (opened and
+    never closed) wait out their idle timeout. Instead, before a request that may open a session,
+    the sessions idle the longest are ended through the SDK's idle-expiry path. A session with a
+    request in flight or its notification stream open is busy, never ended here. An ended session's
+    ID answers 404, on which the spec has a client start a new session.
+    """
+
+    def __init__(self, app: ASGIApp, manager: StreamableHTTPSessionManager, max_sessions: int) -> None:
+        self.app = app
+        self.manager = manager
+        self.max_sessions = max_sessions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and _may_open_session(scope):
+            ended = end_idlest_sessions(
+                _sdk_compat.stateful_sessions(self.manager), keep=self.max_sessions - 1
+            )
+            if ended:
+                logger.info("ended %d idle HTTP session(s) to keep at most %d", ended, self.max_sessions)
+        await self.app(scope, receive, send)
+
+
+def _may_open_session(scope: Scope) -> bool:
+    """Whether the SDK would open a 2025-era session for this request (no session ID, no
+    2026-era protocol version)."""
+    headers = dict(scope["headers"])
+    version = headers.get(b"mcp-protocol-version")
+    return b"mcp-session-id" not in headers and (
+        version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS
+    )
+
+
+def end_idlest_sessions(sessions: list[StreamableHTTPServerTransport], keep: int) -> int:
+    """End the idle sessions idle the longest until at most `keep` are open; how many it ended.
+
+    Each transport's `idle_scope` has its deadline pushed to infinity while a request is in
+    flight, and set to the last request's end plus the idle timeout after; the smallest deadline
+    is therefore the session idle the longest. Cancelling the scope is what the timeout does.
+    """
+    live = [s for s in sessions if not s.is_terminated and not (s.idle_scope and s.idle_scope.cancel_called)]
+    idle = [s.idle_scope for s in live if s.idle_scope is not None and s.idle_scope.deadline != math.inf]
+    idlest = heapq.nsmallest(len(live) - keep, idle, key=lambda scope: scope.deadline)
+    for scope in idlest:
+        scope.cancel()
+    return len(idlest)
 
 
 class WholeBodyMiddleware:
