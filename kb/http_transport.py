@@ -340,7 +340,8 @@ def _may_open_session(scope: Scope) -> bool:
 
 
 def end_idlest_sessions(sessions: list[StreamableHTTPServerTransport], keep: int) -> int:
-    """End the idle sessions idle the longest until at most `keep` are open; how many it ended.
+    """End the sessions idle the longest until at most `keep` are open (busy ones never); how many
+    it ended.
 
     Each transport's `idle_scope` has its deadline pushed to infinity while a request is in
     flight, and set to the last request's end plus the idle timeout after; the smallest deadline
