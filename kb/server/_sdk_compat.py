@@ -13,6 +13,8 @@ from mcp.server import MCPServer, NotificationOptions, ServerRequestContext
 from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
 from mcp.server.models import InitializationOptions
+from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types import (
     EmptyResult,
     ListResourcesResult,
@@ -127,3 +129,16 @@ def connection_of(ctx: ServerRequestContext[Any]) -> Connection:
     would give it but "is not currently constructed by ServerRunner" (mcp.server.context).
     """
     return ctx.session._connection
+
+
+def stateful_sessions(manager: StreamableHTTPSessionManager) -> list[StreamableHTTPServerTransport]:
+    """The transports of the 2025-era sessions the streamable HTTP session manager holds open.
+
+    kb ends the longest idle ones when too many are open (through each transport's public
+    `idle_scope`, the SDK's own idle-expiry path), rather than have the manager refuse new ones.
+
+    Missing public API: the session manager offers `max_sessions` (past it, every new client gets
+    503 until a session expires) and `session_idle_timeout`, but no way to list its sessions or
+    to make room by ending the idlest.
+    """
+    return list(manager._server_instances.values())
