@@ -21,6 +21,7 @@ from kb import ingest
 from kb.config import Settings
 from kb.errors import PathRefusedError
 from kb.index import SearchIndex
+from kb.models import DocId
 from kb.sources import WalkResult, check_path_syntax, confine, read_inside, walk
 
 MARK = "zanzibarquokka"  # one word only the outside file holds: a search for it finds any leak
@@ -44,7 +45,7 @@ class Tree:
         if self.index.search(MARK).results:
             return True
         for path in self.index.document_paths():
-            doc = self.index.get(path)
+            doc = self.index.get(DocId(path))
             if any(MARK in section.text for section in doc.sections) or MARK in doc.title:
                 return True
         return False

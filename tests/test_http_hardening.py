@@ -18,10 +18,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_helpers import anyio_backend, index_now, make_settings  # noqa: F401
 
-from kb import _sdk_compat
 from kb.config import Settings
-from kb.http_transport import bind_socket, http_app, serve_http
-from kb.server import build_server
+from kb.server import _sdk_compat, build_server
+from kb.server.http import bind_socket, http_app, serve_http
 
 pytestmark = pytest.mark.anyio
 

@@ -27,10 +27,9 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from kb import _sdk_compat
 from kb.config import Settings
 from kb.errors import ConfigError
-from kb.server import build_server
+from kb.server import _sdk_compat, build_server
 
 logger = logging.getLogger(__name__)
 
