@@ -94,3 +94,22 @@ def test_completion_is_capped_at_one_hundred_values():
 
     completion = complete_paths([f"a{n}.md" for n in range(150)], "a")
     assert len(completion.values) == 100 and completion.total == 150 and completion.has_more
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("name", "arguments", "says"),
+    [
+        ("nope", {}, "Unknown prompt"),
+        ("summarize_document", {}, "path"),
+        ("compare_documents", {"path_a": "notes.txt"}, "path_b"),
+    ],
+)
+async def test_an_unknown_prompt_or_a_missing_argument_is_invalid_params(
+    settings, mode, name, arguments, says
+):
+    async with connected(settings, mode) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.get_prompt(name, arguments)
+    assert caught.value.error.code == INVALID_PARAMS
+    assert says in caught.value.error.message

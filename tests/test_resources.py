@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -90,11 +91,16 @@ async def test_resource_list_pages_with_a_cursor(tmp_path, mode):
     assert len(uris) == len(set(uris)) == 1 + 3 + 120
 
 
-async def test_resource_list_with_a_bad_cursor_is_invalid_params(settings):
+@pytest.mark.parametrize(
+    "cursor",
+    ["not-a-cursor", base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode(), "eyJvIjogLTF9"],
+)
+async def test_resource_list_with_a_bad_cursor_is_invalid_params(settings, cursor):
     async with connected(settings) as client:
         with pytest.raises(MCPError) as caught:
-            await client.list_resources(cursor="not-a-cursor")
+            await client.list_resources(cursor=cursor)
     assert caught.value.error.code == INVALID_PARAMS
+    assert "list again" in caught.value.error.message
 
 
 async def test_the_document_template_is_listed(settings):

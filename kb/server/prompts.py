@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
-from mcp.server import MCPServer
+from mcp.server import MCPServer, ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.prompts.base import Message, UserMessage
 from mcp.shared.exceptions import MCPError
@@ -22,7 +23,7 @@ from mcp_types import (
     ResourceTemplateReference,
     TextResourceContents,
 )
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from kb.errors import KbError, NotIndexedYetError
 from kb.server._runtime import library_of
@@ -49,6 +50,7 @@ DOCUMENT_ARGUMENTS = {"summarize_document": {"path"}, "compare_documents": {"pat
 
 def register_prompts(server: MCPServer[Any], runtime: KbRuntime) -> None:
     """Add the prompts and the completion handler to `server`."""
+    server.middleware.append(_invalid_params)
 
     @server.prompt(
         name="summarize_document",
@@ -156,6 +158,19 @@ def register_prompts(server: MCPServer[Any], runtime: KbRuntime) -> None:
         return await anyio.to_thread.run_sync(
             lambda: complete_paths(paths, argument.value, servable=library.servable)
         )
+
+
+async def _invalid_params(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Middleware: an unknown prompt or missing or malformed arguments are the client's to fix, so
+    they answer "invalid params" (-32602), where the SDK would send an internal error (or code 0)."""
+    if ctx.method != "prompts/get":
+        return await call_next(ctx)
+    try:
+        return await call_next(ctx)
+    except ValueError as exc:  # how MCPServer.get_prompt reports every failure but an MCPError
+        if not isinstance(exc.__cause__, ValueError | TypeError | ValidationError | None):
+            raise  # a fault of kb's, not the client's: it stays an internal error
+        raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
 
 
 def complete_paths(
