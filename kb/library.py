@@ -40,6 +40,7 @@ class Library:
         self.last_sync: SyncReport | None = None
         self.sync_error: str | None = None
         self.watcher: Watcher | None = None
+        self._paths: tuple[tuple[int, ...], list[str]] | None = None  # (index generation, sorted paths)
         self._lifecycle = threading.Lock()
         self._closing = False
         self._sync_thread: threading.Thread | None = None
@@ -136,10 +137,20 @@ class Library:
         return self.index.search(query, **options)
 
     def document_paths(self) -> list[str]:
-        return self.index.document_paths()
+        """Every indexed document's path, sorted; read from the index again only after a commit."""
+        generation = self.index.generation()
+        cached = self._paths
+        if cached is None or cached[0] != generation:
+            self.index.reload()  # the commit may be another process's, not yet seen
+            cached = self._paths = (generation, self.index.document_paths())
+        return cached[1]
 
-    def manifest(self) -> dict[str, ManifestEntry]:
-        return self.index.manifest()
+    def listing(self, offset: int, limit: int) -> tuple[list[ManifestEntry], int]:
+        """One page of the indexed documents' manifest records, sorted by path, and how many there are."""
+        paths = self.document_paths()
+        page = paths[offset : offset + limit]
+        entries = self.index.entries(page)
+        return [entries[path] for path in page if path in entries], len(paths)
 
     def confine(self, path: str) -> Path:
         """The gate for every path a client names: `sources.confine` against the root, with the

@@ -89,6 +89,18 @@ async def test_resource_list_pages_with_a_cursor(tmp_path, mode):
                 break
     assert pages == 2
     assert len(uris) == len(set(uris)) == 1 + 3 + 120
+    assert uris[0] == "kb://status" and uris[1:] == sorted(uris[1:])
+
+
+async def test_the_listing_follows_a_commit_made_by_another_process(settings):
+    async with connected(settings, synced=True) as client:
+        before = [r.uri for r in (await client.list_resources()).resources]
+        (settings.root / "later.md").write_text("# Later\n\nwritten by a cron job\n")
+        (settings.root / "notes.txt").unlink()
+        index_now(settings)  # another writer, as `kb index` from cron would be
+        after = [r.uri for r in (await client.list_resources()).resources]
+    assert "kb://doc/notes.txt" in before and "kb://doc/notes.txt" not in after
+    assert "kb://doc/later.md" in after and "kb://doc/later.md" not in before
 
 
 @pytest.mark.parametrize(

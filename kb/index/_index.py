@@ -203,6 +203,31 @@ class SearchIndex:
         """Every indexed document's path, sorted."""
         return sorted(text_of(record, "path") for record in self._all_of_kind("file"))
 
+    def entries(self, paths: list[str]) -> dict[str, ManifestEntry]:
+        """The manifest records of these paths (those indexed), in one lookup."""
+        if not paths:
+            return {}
+        searcher = self._searcher()
+        query = tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Must, self._term("kind", "file")),
+                (tantivy.Occur.Must, tantivy.Query.term_set_query(self._schema, "path", paths)),
+            ]
+        )
+        found = {}
+        for _, address in searcher.search(query, limit=len(paths), count=False).hits:
+            entry = ManifestEntry.model_validate_json(text_of(searcher.doc(address), "manifest"))
+            found[entry.path] = entry
+        return found
+
+    def generation(self) -> tuple[int, ...]:
+        """Changes whenever a commit lands (ours or another process's): cheap, for caches."""
+        try:
+            st = (self.index_dir / "meta.json").stat()
+        except OSError:
+            return ()
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
     def get(self, doc_id: DocId) -> StoredDocument:
         """A whole document or one passage (`doc_id.fragment`), sections in order.
 

@@ -67,14 +67,14 @@ def register_resources(server: MCPServer[Any], runtime: KbRuntime) -> None:
         library = cast("Library", ctx.lifespan_context)
         offset = _list_offset(params.cursor)
         fixed = await server.list_resources()
-        manifest = await anyio.to_thread.run_sync(library.manifest)
-        entries = [manifest[path] for path in sorted(manifest)]
-        total = len(fixed) + len(entries)
-        page = [
-            fixed[i] if i < len(fixed) else _doc_resource(entries[i - len(fixed)])
-            for i in range(offset, min(offset + LIST_PAGE_SIZE, total))
-        ]
+        # The fixed resources (kb://status) first, then the documents by path; only one page of
+        # manifest records is read.
+        start = max(0, offset - len(fixed))
+        limit = LIST_PAGE_SIZE - len(fixed[offset : LIST_PAGE_SIZE + offset])
+        entries, documents = await anyio.to_thread.run_sync(library.listing, start, limit)
+        page = [*fixed[offset : offset + LIST_PAGE_SIZE], *(_doc_resource(e) for e in entries)]
         end = offset + len(page)
+        total = len(fixed) + documents
         return ListResourcesResult(resources=page, next_cursor=_cursor.encode(end) if end < total else None)
 
     _sdk_compat.replace_list_resources(server, list_resources)
