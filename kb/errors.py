@@ -2,7 +2,8 @@
 
     KbError
     ├── ConfigError            bad settings or arguments (CLI exit 2)
-    │   └── IndexMismatchError the index was built for another root or schema (names --rebuild)
+    │   ├── IndexMismatchError the index was built for another root or schema (names --rebuild)
+    │   └── IndexDamagedError  the index folder is kb's but cannot be read (names --rebuild)
     ├── IndexLockedError       another process holds the index writer (CLI exit 3)
     ├── ExtractionError        one file could not be turned into a Document (carries path)
     ├── PathRefusedError       a path would escape the root or names a hidden/ignored file
@@ -14,6 +15,8 @@ Only the CLI turns these into messages and exit codes; the MCP server turns them
 """
 
 from __future__ import annotations
+
+import shlex
 
 
 class KbError(Exception):
@@ -34,6 +37,18 @@ class IndexMismatchError(ConfigError):
             f"{reason}; run `kb index ROOT --rebuild --index-dir {index_dir}` to rebuild it, "
             "or point --index-dir elsewhere"
         )
+
+
+class IndexDamagedError(ConfigError):
+    """The index folder is one kb made, but its files cannot be read (corrupt, truncated, missing)."""
+
+    def __init__(self, index_dir: str, reason: str, root: str | None = None) -> None:
+        self.index_dir = index_dir
+        self.reason = reason
+        self.root = root
+        where = shlex.quote(root) if root else "ROOT"
+        command = f"kb index {where} --rebuild --index-dir {shlex.quote(index_dir)}"
+        super().__init__(f"the index at {index_dir} is damaged ({reason}); run `{command}` to rebuild it")
 
 
 class IndexLockedError(KbError):

@@ -13,15 +13,22 @@ import gc
 import json
 import logging
 import os
-import shutil
+import re
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import tantivy
 
-from kb.errors import ConfigError, DocumentNotFoundError, IndexLockedError, IndexMismatchError
+from kb.errors import (
+    ConfigError,
+    DocumentNotFoundError,
+    IndexDamagedError,
+    IndexLockedError,
+    IndexMismatchError,
+)
 from kb.index._batch import HOLDER_FILE, IndexBatch, command_line, holder_of, is_lock_busy
 from kb.index._query import FEEDBACK_PASSAGES, QueryPlan, plan_query, prefix_regex
 from kb.index._results import SNIPPET_CHARS, Vocabulary, hit
@@ -39,6 +46,15 @@ logger = logging.getLogger(__name__)
 SIDECAR = "kb-index.json"
 # Files a fresh index folder may already hold (the repo ships index/ with these two).
 KEEP_FILES = frozenset({"README.md", ".gitignore"})
+# What kb and Tantivy write in an index folder: kb's files are all named kb-*, Tantivy's are its
+# meta files and locks, segment files named by a 32-digit hex id, and its atomic writes' temp files.
+_KB_FILE = re.compile(r"kb-[a-z-]+\.(json|tmp|json\.tmp)")
+_TANTIVY_META = "meta.json"
+_TANTIVY_FILES = frozenset({_TANTIVY_META, ".managed.json", ".tantivy-meta.lock", ".tantivy-writer.lock"})
+_SEGMENT_FILE = re.compile(r"[0-9a-f]{32}\.[a-z0-9.]+")
+_TANTIVY_FILE = re.compile(rf"{_SEGMENT_FILE.pattern}|\.tmp\w+")
+_SEGMENT_COMPONENTS = ("idx", "pos", "term", "store", "fast", "fieldnorm")
+_FOOTER_MAGIC = 1337
 MAX_HITS_SCANNED = 5000
 MAX_PREFIX_QUERY = 64
 
@@ -58,15 +74,28 @@ class SearchIndex:
     def open(cls, index_dir: Path, root: Path | None = None, *, rebuild: bool = False) -> SearchIndex:
         """Open the index in `index_dir`, creating it for `root` if the folder holds none.
 
-        With `root=None` the index must exist already (for `kb search` and `kb status`).
+        With `root=None` the index must exist already (for `kb search` and `kb status`). With
+        `rebuild`, an index kb made that is damaged or built for another root is wiped and made anew;
+        a folder kb did not make is never touched.
 
         Raises:
             IndexMismatchError: the index was built for another root or schema version (unless `rebuild`).
+            IndexDamagedError: the folder is kb's but its index cannot be read (unless `rebuild`).
             ConfigError: there is no index and no root, or the folder holds something else.
         """
         index_dir = index_dir.resolve()
         sidecar = index_dir / SIDECAR
-        meta = _read_sidecar(sidecar)
+        try:
+            meta = _read_sidecar(sidecar)
+            if meta is None:
+                _ensure_empty_or_absent(index_dir)
+        except IndexDamagedError as exc:
+            if root is None:
+                raise
+            if not rebuild:
+                raise IndexDamagedError(exc.index_dir, exc.reason, str(root.resolve())) from exc
+            _wipe(index_dir)
+            meta = None
         if root is None:
             if meta is None:
                 raise ConfigError(
@@ -87,14 +116,16 @@ class SearchIndex:
                 _wipe(index_dir)
                 meta = None
         if meta is None:
-            _ensure_empty_or_absent(index_dir)
-            index_dir.mkdir(parents=True, exist_ok=True)
-            # The sidecar goes first: a crash before Tantivy's files exist leaves a folder that the
-            # next open recognizes as ours and finishes creating.
-            tmp = sidecar.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "root": str(root)}))
-            tmp.replace(sidecar)
-        index = tantivy.Index(build_schema(), path=str(index_dir), reuse=True)
+            _create(index_dir, root)
+        try:
+            index = _open_checked(index_dir, root, thorough=rebuild)
+        except IndexDamagedError:
+            if not rebuild:
+                raise
+            logger.warning("the index at %s is damaged; wiping it to rebuild", index_dir)
+            _wipe(index_dir)
+            _create(index_dir, root)
+            index = _open_checked(index_dir, root)
         return cls(index, index_dir, root)
 
     def close(self) -> None:
@@ -348,34 +379,150 @@ def _count(result: tantivy.SearchResult) -> int:
 
 
 def _read_sidecar(sidecar: Path) -> dict | None:
+    """The sidecar's record, or None when there is none.
+
+    Raises:
+        IndexDamagedError: the sidecar exists but cannot be read as kb wrote it.
+    """
     try:
         data = json.loads(sidecar.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {sidecar}: {exc}; delete the index folder to rebuild it") from exc
-    return data if isinstance(data, dict) else None
+        raise IndexDamagedError(str(sidecar.parent), f"{SIDECAR} cannot be read: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("root"), str) or "schema_version" not in data:
+        raise IndexDamagedError(str(sidecar.parent), f"{SIDECAR} does not hold a root and a schema version")
+    return data
+
+
+def _create(index_dir: Path, root: Path) -> None:
+    """Make `index_dir` a kb index folder for `root` (Tantivy's files come when it is opened)."""
+    _ensure_empty_or_absent(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    # The sidecar goes first: a crash before Tantivy's files exist leaves a folder that the
+    # next open recognizes as ours and finishes creating.
+    sidecar = index_dir / SIDECAR
+    tmp = sidecar.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "root": str(root)}))
+    tmp.replace(sidecar)
+
+
+def _open_checked(index_dir: Path, root: Path, *, thorough: bool = False) -> tantivy.Index:
+    """Open the Tantivy index and read a little of it, so damage shows here and not at the first search.
+
+    With `thorough`, every committed segment file's checksum is verified too (it reads the whole
+    index), which finds damage inside a file that Tantivy would only meet when it reads there.
+
+    Raises:
+        IndexDamagedError: Tantivy cannot open or read the index.
+    """
+    names = [entry.name for entry in index_dir.iterdir()]
+    if _TANTIVY_META not in names and any(_SEGMENT_FILE.fullmatch(name) for name in names):
+        # Tantivy would quietly start an empty index over the segments.
+        raise IndexDamagedError(str(index_dir), f"{_TANTIVY_META} is missing", str(root))
+    try:
+        index = tantivy.Index(build_schema(), path=str(index_dir), reuse=True)
+        searcher = index.searcher()
+        if searcher.num_docs:
+            # Reading one record touches the term dictionary, the postings and the document store.
+            query = tantivy.Query.term_query(index.schema, "kind", "file")
+            for _, address in searcher.search(query, limit=1, count=False).hits:
+                searcher.doc(address)
+    except ValueError as exc:
+        if "PermissionDenied" in str(exc):
+            raise  # an unreadable folder is not a damaged index, and wiping it would not help
+        logger.debug("opening the index at %s failed", index_dir, exc_info=True)
+        raise IndexDamagedError(str(index_dir), _damage_reason(str(exc)), str(root)) from exc
+    if thorough and (bad := _bad_checksum(index_dir)) is not None:
+        raise IndexDamagedError(str(index_dir), f"{bad} does not match its checksum", str(root))
+    return index
+
+
+def _damage_reason(tantivy_message: str) -> str:
+    """Tantivy's error in a few words: which file, and whether it is missing or corrupt."""
+    if found := re.search(r"FileDoesNotExist\(\"([^\"]+)\"\)", tantivy_message):
+        return f"{Path(found.group(1)).name} is missing"
+    if found := re.search(r"(?:in file `\"|filepath: \")([^\"`]+)", tantivy_message):
+        return f"{Path(found.group(1)).name} is corrupt"
+    text = " ".join(tantivy_message.split())
+    return f"Tantivy: {text if len(text) <= 160 else text[:159] + '…'}"
+
+
+def _bad_checksum(index_dir: Path) -> str | None:
+    """The first committed segment file whose contents do not match the CRC32 in its footer.
+
+    Tantivy ends each segment file with a JSON footer holding that checksum, its length (u32 LE)
+    and a magic number; a file in another layout is left to Tantivy to judge.
+    """
+    meta = json.loads((index_dir / _TANTIVY_META).read_text())
+    wanted: set[str] = set()
+    for segment in meta.get("segments", []):
+        segment_id = str(segment.get("segment_id", "")).replace("-", "")
+        wanted.update(f"{segment_id}.{ext}" for ext in _SEGMENT_COMPONENTS)
+        if deletes := segment.get("deletes"):
+            wanted.add(f"{segment_id}.{deletes.get('opstamp')}.del")
+    for name in sorted(wanted):
+        try:
+            data = (index_dir / name).read_bytes()
+        except FileNotFoundError:
+            continue  # not every segment has every component; a missing one fails Tantivy's open
+        if len(data) < 8 or int.from_bytes(data[-4:], "little") != _FOOTER_MAGIC:
+            return name
+        length = int.from_bytes(data[-8:-4], "little")
+        if length > len(data) - 8:
+            return name
+        try:
+            crc = json.loads(data[-8 - length : -8])["crc"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if zlib.crc32(memoryview(data)[: len(data) - 8 - length]) != crc:
+            return name
+    return None
+
+
+def _is_index_file(name: str) -> bool:
+    """A file kb or Tantivy writes in an index folder."""
+    return name in _TANTIVY_FILES or bool(_KB_FILE.fullmatch(name) or _TANTIVY_FILE.fullmatch(name))
 
 
 def _ensure_empty_or_absent(index_dir: Path) -> None:
+    """Check `index_dir` can become a new kb index.
+
+    Raises:
+        IndexDamagedError: the folder is kb's (it holds kb's own files beside Tantivy's) but has lost
+            its sidecar.
+        ConfigError: it is not a folder, or it holds files that are not kb's.
+    """
     if not index_dir.exists():
         return
     if not index_dir.is_dir():
         raise ConfigError(f"--index-dir {index_dir} is not a folder")
     stray = [p.name for p in index_dir.iterdir() if p.name not in KEEP_FILES]
-    if stray:
-        raise ConfigError(
-            f"{index_dir} is not empty and holds no kb index ({', '.join(sorted(stray)[:3])}…); "
-            "choose another --index-dir"
-        )
+    if all(_KB_FILE.fullmatch(name) for name in stray):
+        return  # empty, or kb stopped before Tantivy made anything
+    if all(_is_index_file(name) for name in stray) and any(_KB_FILE.fullmatch(name) for name in stray):
+        raise IndexDamagedError(str(index_dir), f"{SIDECAR} is missing")
+    raise ConfigError(
+        f"{index_dir} is not empty and holds no kb index ({', '.join(sorted(stray)[:3])}…); "
+        "choose another --index-dir"
+    )
 
 
 def _wipe(index_dir: Path) -> None:
-    """Delete an old kb index's files, keeping the repo's README and .gitignore."""
-    for entry in index_dir.iterdir():
-        if entry.name in KEEP_FILES:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+    """Delete a kb index's files, keeping the repo's README and .gitignore.
+
+    Raises:
+        ConfigError: the folder also holds files neither kb nor Tantivy wrote (nothing is deleted then).
+        IndexLockedError: a live process is writing the index.
+    """
+    if (holder := holder_of(index_dir)) is not None:
+        raise IndexLockedError(str(index_dir), holder, 0)
+    entries = [entry for entry in index_dir.iterdir() if entry.name not in KEEP_FILES]
+    foreign = sorted(e.name for e in entries if not _is_index_file(e.name) or e.is_dir() or e.is_symlink())
+    if foreign:
+        raise ConfigError(
+            f"{index_dir} holds files kb did not write ({', '.join(foreign[:3])}); "
+            "move them away, or delete the folder yourself, to rebuild the index there"
+        )
+    for entry in entries:
+        entry.unlink()
