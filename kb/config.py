@@ -39,6 +39,8 @@ class Settings(BaseModel):
     # Each commit makes new segments that Tantivy later merges: fewer commits, less work; more
     # commits, less lost to a crash and earlier results while a first index is built.
     commit_every_files: int = Field(default=10_000, ge=1, description="Files written between commits")
+    # ...and however few files that is, a sync commits this often, so an interrupted one keeps its work.
+    commit_every_seconds: float = Field(default=2.0, gt=0, description="Most seconds of work between commits")
     log_format: Literal["text", "json"] = "text"
     debug: bool = Field(default=False, description="Verbose logs, and tracebacks on errors")
 

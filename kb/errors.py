@@ -3,7 +3,8 @@
     KbError
     ├── ConfigError            bad settings or arguments (CLI exit 2)
     │   ├── IndexMismatchError the index was built for another root or schema (names --rebuild)
-    │   └── RootMissingError   the folder of documents is gone or not a folder (carries root)
+    │   ├── RootMissingError   the folder of documents is gone or not a folder (carries root)
+    │   └── IndexDamagedError  the index folder is kb's but cannot be read (names --rebuild)
     ├── IndexLockedError       another process holds the index writer (CLI exit 3)
     ├── ExtractionError        one file could not be turned into a Document (carries path)
     ├── PathRefusedError       a path would escape the root or names a hidden/ignored file
@@ -15,6 +16,8 @@ Only the CLI turns these into messages and exit codes; the MCP server turns them
 """
 
 from __future__ import annotations
+
+import shlex
 
 
 class KbError(Exception):
@@ -50,6 +53,18 @@ class RootMissingError(ConfigError):
             f"the folder of documents {root} {reason}; the index was left as it was "
             "(restore the folder, or give kb its new path)"
         )
+
+
+class IndexDamagedError(ConfigError):
+    """The index folder is one kb made, but its files cannot be read (corrupt, truncated, missing)."""
+
+    def __init__(self, index_dir: str, reason: str, root: str | None = None) -> None:
+        self.index_dir = index_dir
+        self.reason = reason
+        self.root = root
+        where = shlex.quote(root) if root else "ROOT"
+        command = f"kb index {where} --rebuild --index-dir {shlex.quote(index_dir)}"
+        super().__init__(f"the index at {index_dir} is damaged ({reason}); run `{command}` to rebuild it")
 
 
 class IndexLockedError(KbError):

@@ -238,6 +238,7 @@ def _apply(
     if not todo and not gone:
         return
     with index.batch(wait=settings.lock_wait) as batch:
+        last_commit = time.monotonic()
         for path in gone:
             batch.delete(path)
             report.removed += 1
@@ -247,8 +248,13 @@ def _apply(
             _write_one(batch, source, loaded, manifest.get(source.path), report)
             if progress is not None:
                 progress(done, len(todo))
-            if batch.pending >= settings.commit_every_files:
+            # By count, to bound the work a commit flushes; by time, so that a sync stopped at any
+            # moment (a client closing kb after a few seconds, kill -9) keeps what it did.
+            if batch.pending >= settings.commit_every_files or (
+                batch.pending and time.monotonic() - last_commit >= settings.commit_every_seconds
+            ):
                 batch.commit()
+                last_commit = time.monotonic()
 
 
 def _write_one(

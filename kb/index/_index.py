@@ -1,9 +1,8 @@
-"""SearchIndex: the only module that touches Tantivy.
+"""SearchIndex: kb's interface to its Tantivy index (the folder itself is `_folder`'s).
 
 One index folder holds two kinds of records, committed together so they never drift apart:
 a *section* record per passage (what search ranks) and a *file* record per document (the manifest
-that lets a sync skip unchanged files). A sidecar `kb-index.json` records the root the index was
-built for and the schema version, so an index is never silently reused for another folder.
+that lets a sync skip unchanged files).
 """
 
 from __future__ import annotations
@@ -13,17 +12,19 @@ import gc
 import json
 import logging
 import os
-import shutil
+import re
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import tantivy
 
-from kb.errors import ConfigError, DocumentNotFoundError, IndexMismatchError
+from kb.errors import DocumentNotFoundError
 from kb.index import _lock
 from kb.index._batch import IndexBatch
+from kb.index._folder import open_folder
 from kb.index._query import DEFAULT_RANKING, QueryPlan, Ranking, plan_query, prefix_regex
 from kb.index._results import SNIPPET_CHARS, hit
 from kb.index._schema import (
@@ -46,9 +47,6 @@ from kb.models import (
 
 logger = logging.getLogger(__name__)
 
-SIDECAR = "kb-index.json"
-# Files a fresh index folder may already hold (the repo ships index/ with these two).
-KEEP_FILES = frozenset({"README.md", ".gitignore"})
 MAX_HITS_SCANNED = 5000
 MAX_PREFIX_QUERY = 64
 
@@ -76,44 +74,16 @@ class SearchIndex:
     ) -> SearchIndex:
         """Open the index in `index_dir`, creating it for `root` if the folder holds none.
 
-        With `root=None` the index must exist already (for `kb search` and `kb status`). `ranking`
-        is how its searches score passages.
+        With `root=None` the index must exist already (for `kb search` and `kb status`). With
+        `rebuild`, an index kb made that is damaged or built for another root is wiped and made anew;
+        a folder kb did not make is never touched. `ranking` is how its searches score passages.
 
         Raises:
             IndexMismatchError: the index was built for another root or schema version (unless `rebuild`).
+            IndexDamagedError: the folder is kb's but its index cannot be read (unless `rebuild`).
             ConfigError: there is no index and no root, or the folder holds something else.
         """
-        index_dir = index_dir.resolve()
-        sidecar = index_dir / SIDECAR
-        meta = _read_sidecar(sidecar)
-        if root is None:
-            if meta is None:
-                raise ConfigError(
-                    f"no kb index at {index_dir}; run `kb index ROOT --index-dir {index_dir}` first"
-                )
-            root = Path(meta["root"])
-        root = root.resolve()
-        if meta is not None:
-            problem = None
-            if meta.get("schema_version") != SCHEMA_VERSION:
-                found = meta.get("schema_version")
-                problem = f"the index at {index_dir} has schema version {found}, kb needs {SCHEMA_VERSION}"
-            elif meta.get("root") != str(root):
-                problem = f"the index at {index_dir} was built for {meta.get('root')}, not {root}"
-            if problem is not None:
-                if not rebuild:
-                    raise IndexMismatchError(str(index_dir), problem)
-                _wipe(index_dir)
-                meta = None
-        if meta is None:
-            _ensure_empty_or_absent(index_dir)
-            index_dir.mkdir(parents=True, exist_ok=True)
-            # The sidecar goes first: a crash before Tantivy's files exist leaves a folder that the
-            # next open recognizes as ours and finishes creating.
-            tmp = sidecar.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "root": str(root)}))
-            tmp.replace(sidecar)
-        index = tantivy.Index(build_schema(), path=str(index_dir), reuse=True)
+        index, index_dir, root = open_folder(index_dir, root, rebuild=rebuild)
         return cls(index, index_dir, root, ranking)
 
     def close(self) -> None:
@@ -384,37 +354,3 @@ class SearchIndex:
 
 def _count(result: tantivy.SearchResult) -> int:
     return int(result.count)  # type: ignore[attr-defined]  # set with count=True; missing from the stub
-
-
-def _read_sidecar(sidecar: Path) -> dict | None:
-    try:
-        data = json.loads(sidecar.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {sidecar}: {exc}; delete the index folder to rebuild it") from exc
-    return data if isinstance(data, dict) else None
-
-
-def _ensure_empty_or_absent(index_dir: Path) -> None:
-    if not index_dir.exists():
-        return
-    if not index_dir.is_dir():
-        raise ConfigError(f"--index-dir {index_dir} is not a folder")
-    stray = [p.name for p in index_dir.iterdir() if p.name not in KEEP_FILES]
-    if stray:
-        raise ConfigError(
-            f"{index_dir} is not empty and holds no kb index ({', '.join(sorted(stray)[:3])}…); "
-            "choose another --index-dir"
-        )
-
-
-def _wipe(index_dir: Path) -> None:
-    """Delete an old kb index's files, keeping the repo's README and .gitignore."""
-    for entry in index_dir.iterdir():
-        if entry.name in KEEP_FILES:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
