@@ -233,8 +233,12 @@ def serve_command(
         log_format=log_format,
     )
     from kb import server
+    from kb.library import Library
 
     try:
+        # Whatever keeps the index from opening (another root, a damaged or unwritable folder) is
+        # said here, in kb's one line and exit code, before any protocol traffic.
+        Library.open(settings).close()
         if http is None and not sse:
             server.run_stdio(settings)
         else:

@@ -177,9 +177,6 @@ def test_a_healthy_index_keeps_its_files_on_rebuild(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["updated"] == 3, "re-read in place, not wiped"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 9: `kb serve` prints an ExceptionGroup for any startup failure"
-)
 def test_serve_says_the_index_is_damaged_before_any_protocol_traffic(tmp_path: Path) -> None:
     root, index_dir = build(tmp_path)
     garbage_meta(index_dir)

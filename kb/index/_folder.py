@@ -109,7 +109,7 @@ def _read_sidecar(sidecar: Path) -> dict | None:
     """
     try:
         data = json.loads(sidecar.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (or a file where the folder goes)
         return None
     except (OSError, ValueError) as exc:
         raise IndexDamagedError(str(sidecar.parent), f"{SIDECAR} cannot be read: {exc}") from exc
