@@ -1,6 +1,8 @@
-"""MCP figures through the official SDK client over stdio, against a real `kb serve` subprocess.
+"""MCP figures through the official SDK client over stdio, against a real `kb serve` subprocess and,
+alternating with it in the same run, the floor (`_floor.py`: the same SDK answering a canned kb result).
 
-What a client sees: each figure includes JSON-RPC framing, pipes and the client's own validation.
+What a client sees: each figure includes JSON-RPC framing, pipes and the client's own validation; the
+floor's figure is what those cost alone, so kb's minus the floor's is kb's own cost.
 """
 
 from __future__ import annotations
@@ -22,12 +24,20 @@ class McpFailure(RuntimeError):
     """A step of the MCP conversation failed; the message says which, with the server's last log lines."""
 
 
-def _client(root: Path, index_dir: Path, errlog: Any) -> Client:
-    params = StdioServerParameters(
-        command=sys.executable,
-        # JSON logs: the audit records carry the server's own time per call (see _server_times).
-        args=["-m", "kb", "serve", str(root), "--index-dir", str(index_dir), "--log-format", "json"],
-    )
+HERE = Path(__file__).resolve().parent
+
+
+def kb_server(root: Path, index_dir: Path) -> list[str]:
+    # JSON logs: the audit records carry the server's own time per call (see _server_times).
+    return ["-m", "kb", "serve", str(root), "--index-dir", str(index_dir), "--log-format", "json"]
+
+
+def floor_server(canned: Path) -> list[str]:
+    return [str(HERE / "_floor.py"), str(canned)]
+
+
+def _client(server: list[str], errlog: Any) -> Client:
+    params = StdioServerParameters(command=sys.executable, args=server)
     # cache=None: every search must reach the server.
     return Client(stdio_client(params, errlog=errlog), cache=None, read_timeout_seconds=30)
 
@@ -45,9 +55,9 @@ def _tail(errlog: Any) -> str:
     return "".join(errlog.readlines()[-8:])
 
 
-async def _ready_once(root: Path, index_dir: Path, errlog: Any) -> float:
+async def _ready_once(server: list[str], errlog: Any) -> float:
     started = time.perf_counter()
-    async with _client(root, index_dir, errlog) as client:
+    async with _client(server, errlog) as client:
         tools = await client.list_tools()
         if "search" not in {t.name for t in tools.tools}:
             raise McpFailure("tools/list has no 'search' tool")
@@ -55,8 +65,20 @@ async def _ready_once(root: Path, index_dir: Path, errlog: Any) -> float:
         return time.perf_counter() - started
 
 
-async def _latency(root: Path, index_dir: Path, queries: list[str], errlog: Any) -> dict[str, Any]:
-    async with _client(root, index_dir, errlog) as client:
+async def _canned(server: list[str], query: str, errlog: Any) -> dict[str, Any]:
+    """One real kb result and kb's published output schema, for the floor to answer with."""
+    async with _client(server, errlog) as client:
+        started = time.perf_counter()
+        while (result := await _search(client, query)).get("indexing"):
+            if time.perf_counter() - started > 120:
+                raise McpFailure("the server still reports indexing after 120 s")
+            await anyio.sleep(0.1)
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        return {"result": result, "output_schema": tools["search"].output_schema}
+
+
+async def _latency(server: list[str], queries: list[str], errlog: Any) -> dict[str, Any]:
+    async with _client(server, errlog) as client:
         started = time.perf_counter()
         while (await _search(client, "index")).get("indexing"):  # let the start-up sync finish first
             if time.perf_counter() - started > 120:
@@ -112,12 +134,48 @@ def _run(fn: Any, *args: Any) -> Any:
             raise McpFailure(f"{type(exc).__name__}: {exc}\n--- kb serve stderr:\n{_tail(errlog)}") from exc
 
 
-def search_latency(root: Path, index_dir: Path, queries: list[str]) -> dict[str, Any]:
-    """Connect once, wait for the start-up sync, then time each `search` call (ms)."""
-    return _run(_latency, root, index_dir, queries)
+def canned_result(root: Path, index_dir: Path, query: str, out: Path) -> Path:
+    """Write kb's result for `query` and its output schema to `out`, for `floor_server(out)`."""
+    out.write_text(json.dumps(_run(_canned, kb_server(root, index_dir), query)))
+    return out
 
 
-def time_to_ready(root: Path, index_dir: Path, runs: int) -> dict[str, Any]:
-    """Seconds from spawning `kb serve` to the first search result (connect + tools/list + one call)."""
-    times = [_run(_ready_once, root, index_dir) for _ in range(runs)]
-    return {"runs": runs, "p50_s": statistics.median(times), "max_s": max(times)}
+def search_latency(
+    root: Path, index_dir: Path, queries: list[str], canned: Path, rounds: int = 3
+) -> dict[str, Any]:
+    """Time each `search` call (ms) of kb (after its start-up sync) and of the floor, connecting to
+    each `rounds` times in turn so both meet the same machine; each round times all `queries`."""
+    kb_rounds, floor_rounds = [], []
+    for _ in range(rounds):
+        kb_rounds.append(_run(_latency, kb_server(root, index_dir), queries))
+        floor_rounds.append(_run(_latency, floor_server(canned), queries))
+    kb, floor = _median_round(kb_rounds), _median_round(floor_rounds)
+    return {
+        **kb,
+        "floor_p50_ms": floor["p50_ms"],
+        "floor_p99_ms": floor["p99_ms"],
+        "over_floor_p50_ms": kb["p50_ms"] - floor["p50_ms"],
+        "over_floor_p99_ms": kb["p99_ms"] - floor["p99_ms"],
+        "rounds_p50_ms": [r["p50_ms"] for r in kb_rounds],
+        "floor_rounds_p50_ms": [r["p50_ms"] for r in floor_rounds],
+    }
+
+
+def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    return sorted(rounds, key=lambda r: r["p50_ms"])[len(rounds) // 2]
+
+
+def time_to_ready(root: Path, index_dir: Path, canned: Path, runs: int) -> dict[str, Any]:
+    """Seconds from spawning `kb serve` (and, alternating, the floor) to the first search result
+    (connect + tools/list + one call)."""
+    kb, floor = [], []
+    for _ in range(runs):
+        kb.append(_run(_ready_once, kb_server(root, index_dir)))
+        floor.append(_run(_ready_once, floor_server(canned)))
+    return {
+        "runs": runs,
+        "p50_s": statistics.median(kb),
+        "max_s": max(kb),
+        "floor_p50_s": statistics.median(floor),
+        "over_floor_p50_s": statistics.median(kb) - statistics.median(floor),
+    }
