@@ -217,3 +217,18 @@ def test_a_query_the_engine_refuses_to_run_searches_its_words_instead(index: Sea
     assert found.total >= 0
     if "leeks" in query:
         assert {h.path for h in found.results} == {"notes/cooking.md", "notes/garden.txt"}
+
+
+def test_an_index_of_an_older_schema_is_rebuilt_by_a_command_that_knows_the_root(tmp_path: Path) -> None:
+    index = build(tmp_path)
+    sidecar = index.index_dir / "kb-index.json"
+    sidecar.write_text(
+        sidecar.read_text().replace(f'"schema_version": {SCHEMA_VERSION}', '"schema_version": 1')
+    )
+    index.close()
+    with pytest.raises(IndexMismatchError, match="schema version 1"):
+        SearchIndex.open(index.index_dir)  # kb search / kb status: no root to rebuild from
+    reopened = SearchIndex.open(index.index_dir, tmp_path / "docs")  # kb index / kb serve
+    assert reopened.stats().documents == 0
+    sync(Settings(root=tmp_path / "docs", index_dir=index.index_dir), reopened)
+    assert reopened.stats().documents == 4

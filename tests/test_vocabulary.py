@@ -8,12 +8,12 @@ from pathlib import Path
 import tantivy
 
 from kb.index._query import MAX_FUZZY_TERMS, plan_query
-from kb.index._schema import build_schema
+from kb.index._schema import open_tantivy
 from kb.index._vocabulary import Vocabulary
 
 
 def _searcher(tmp_path: Path, words: list[str]) -> tuple[tantivy.Index, tantivy.Searcher]:
-    index = tantivy.Index(build_schema(), path=str(tmp_path))
+    index = open_tantivy(str(tmp_path))
     writer = index.writer(heap_size=20_000_000, num_threads=1)
     for start in range(0, len(words), 200):
         writer.add_document(

@@ -17,7 +17,7 @@ import tantivy
 
 from kb.errors import ConfigError, IndexDamagedError, IndexLockedError, IndexMismatchError
 from kb.index._lock import holder_of
-from kb.index._schema import SCHEMA_VERSION, build_schema
+from kb.index._schema import SCHEMA_VERSION, open_tantivy
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def _open(index_dir: Path, root: Path | None, rebuild: bool) -> tuple[tantivy.In
             raise IndexDamagedError(exc.index_dir, exc.reason, str(root.resolve())) from exc
         _wipe(index_dir)
         meta = None
+    rebuild_older = root is not None  # a command that knows the root may rebuild an older kb's index
     if root is None:
         if meta is None:
             raise ConfigError(
@@ -83,8 +84,11 @@ def _open(index_dir: Path, root: Path | None, rebuild: bool) -> tuple[tantivy.In
         elif meta.get("root") != str(root):
             problem = f"the index at {index_dir} was built for {meta.get('root')}, not {root}"
         if problem is not None:
-            if not rebuild:
+            older = meta.get("root") == str(root) and rebuild_older
+            if not rebuild and not older:
                 raise IndexMismatchError(str(index_dir), problem)
+            if older:  # derived data in an older layout: made anew from the folder, which is the truth
+                logger.warning("%s; rebuilding it from %s", problem, root)
             _wipe(index_dir)
             meta = None
     if meta is None:
@@ -144,7 +148,7 @@ def _open_checked(index_dir: Path, root: Path, *, thorough: bool = False) -> tan
         # Tantivy would quietly start an empty index over the segments.
         raise IndexDamagedError(str(index_dir), f"{_TANTIVY_META} is missing", str(root))
     try:
-        index = tantivy.Index(build_schema(), path=str(index_dir), reuse=True)
+        index = open_tantivy(str(index_dir))
         searcher = index.searcher()
         if searcher.num_docs:
             # Reading one record touches the term dictionary, the postings and the document store.

@@ -20,6 +20,7 @@ from datetime import datetime
 import tantivy
 
 from kb.errors import QueryError
+from kb.index._schema import text_analyzer
 from kb.index._vocabulary import Vocabulary
 from kb.models import FORMATS, Format, normalize_tags
 
@@ -46,6 +47,11 @@ STOPWORDS = frozenset(
 # nothing, so only these mark a query written in Tantivy's syntax.
 _OPERATOR = re.compile(r'[":^*~\[\]{}]|\b(?:AND|OR|NOT)\b|(?:^|[\s(])[+-]\S')
 _WORD = re.compile(r"\w+", re.UNICODE)
+# `-word`, `NOT word`, `NOT "a phrase"`, `-title:word`: what no result may contain.
+_NEGATED = re.compile(r'(?:^|(?<=[\s(]))(?:-|NOT\s+)((?:\w+:)?(?:"[^"]*"|[^\s()"]+))')
+# `caf*`: every word starting so (two letters at least, or it would match most of the index).
+_PREFIX = re.compile(r"(?:^|(?<=[\s(]))(\w{2,})\*(?=$|[\s)])")
+_DANGLING = re.compile(r"^\s*(?:(?:AND|OR)\b\s*)+|(?:\s*\b(?:AND|OR))+\s*$")
 _GLOB = re.compile(r"[*?\[]")
 _REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$#&\-~])")
 
@@ -110,21 +116,13 @@ def _restrict(query: tantivy.Query, filters: list[tantivy.Query]) -> tantivy.Que
     )
 
 
-_analyzer: tantivy.TextAnalyzer | None = None
+_ANALYZER = text_analyzer()
+_PREFIX_ANALYZER = text_analyzer(stem=False)
 
 
 def analyze(text: str) -> list[str]:
-    """The terms Tantivy's `en_stem` tokenizer makes of `text` (lowercased English stems)."""
-    global _analyzer  # a cache of an immutable analyzer, not configuration
-    if _analyzer is None:
-        _analyzer = (
-            tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
-            .filter(tantivy.Filter.remove_long(40))
-            .filter(tantivy.Filter.lowercase())
-            .filter(tantivy.Filter.stemmer("english"))
-            .build()
-        )
-    return _analyzer.analyze(text)
+    """The terms the text fields hold for `text` (lowercased, accents folded, English stems)."""
+    return _ANALYZER.analyze(text)
 
 
 _STOPWORD_TERMS = frozenset(analyze(" ".join(STOPWORDS)))
@@ -176,8 +174,68 @@ def _parse_text(
 ) -> _Text:
     """Parse the query text: plain words become a ranked OR; Tantivy syntax is run as written.
 
-    A query written with operators or phrases asked for exactly that, so it gets no fuzzy retry.
+    Negations (`-word`, `NOT word`, `NOT "a phrase"`) exclude what they name whatever the rest says,
+    also alone (`NOT rust`: everything else); Tantivy would match nothing for a negation nested under
+    AND or standing alone. Prefixes (`caf*`) match every indexed word they start.
     """
+    negated = [m.group(1) for m in _NEGATED.finditer(text)]
+    prefixes = [m.group(1) for m in _PREFIX.finditer(text)]
+    if not negated and not prefixes:
+        return _parse_positive(index, text, vocabulary, ranking)
+    schema = index.schema
+    rest = _DANGLING.sub("", _PREFIX.sub(" ", _NEGATED.sub(" ", text))).strip()
+    positive = (
+        _parse_positive(index, rest, vocabulary, ranking)
+        if any(w not in ("AND", "OR", "NOT") for w in _WORD.findall(rest))
+        else None
+    )
+    wanted = [positive.query] if positive is not None else []
+    for prefix in prefixes:
+        for start in _PREFIX_ANALYZER.analyze(prefix)[:1]:
+            wanted.append(_starting_with(schema, start, ranking))
+    if not wanted:
+        query = tantivy.Query.all_query()
+    elif len(wanted) == 1:
+        query = wanted[0]
+    else:
+        query = tantivy.Query.boolean_query([(tantivy.Occur.Should, q) for q in wanted])
+    excluded = [q for part in negated if (q := _anywhere(index, part)) is not None]
+    if excluded:
+        query = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Must, query), *((tantivy.Occur.MustNot, q) for q in excluded)]
+        )
+    if positive is None:
+        return _Text(query, [])
+    # No typo retry when something is excluded: the retry would not exclude it.
+    fuzzy_words = [] if excluded else positive.fuzzy_words
+    return _Text(query, fuzzy_words, positive.approximate, positive.terms)
+
+
+def _starting_with(schema: tantivy.Schema, start: str, ranking: Ranking) -> tantivy.Query:
+    pattern = _escape_regex(start) + ".*"
+    return _field_max(ranking, lambda field: tantivy.Query.regex_query(schema, field, pattern))
+
+
+def _anywhere(index: tantivy.Index, part: str) -> tantivy.Query | None:
+    """What a negation names, matched in any text field (a `field:` or a "phrase" as Tantivy reads it)."""
+    if ":" in part or '"' in part:
+        try:
+            return index.parse_query(part, TEXT_FIELDS)
+        except ValueError:
+            pass
+    terms = analyze(part)
+    if not terms:
+        return None
+    return tantivy.Query.boolean_query(
+        [(tantivy.Occur.Should, tantivy.Query.term_query(index.schema, f, t)) for f in TEXT_FIELDS for t in terms]
+    )
+
+
+def _parse_positive(
+    index: tantivy.Index, text: str, vocabulary: Vocabulary | None, ranking: Ranking
+) -> _Text:
+    """Plain words as a ranked OR; Tantivy syntax as written (it asked for exactly that, so it gets
+    no fuzzy retry)."""
     words = content_words(text)
     if not _OPERATOR.search(text) or _unknown_fields(text):  # 'error: foo' is prose, not a field query
         return _parse_words(index.schema, words, vocabulary, ranking)

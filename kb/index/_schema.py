@@ -12,7 +12,30 @@ import tantivy
 
 from kb.models import Document, ManifestEntry, Section
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Title, heading and body: words lowercased, accents folded ('café' is 'cafe', 'straße' is 'strasse')
+# and English stems. Tantivy keeps no analyzer in the index, so every opening registers it.
+TEXT_TOKENIZER = "kb_text"
+
+
+def text_analyzer(*, stem: bool = True) -> tantivy.TextAnalyzer:
+    """The analyzer of the text fields (without the stemmer: for prefixes, which stemming would cut)."""
+    builder = (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.ascii_fold())
+    )
+    if stem:
+        builder = builder.filter(tantivy.Filter.stemmer("english"))
+    return builder.build()
+
+
+def open_tantivy(path: str) -> tantivy.Index:
+    """The Tantivy index in `path` (created if absent), with kb's analyzer registered."""
+    index = tantivy.Index(build_schema(), path=path, reuse=True)
+    index.register_tokenizer(TEXT_TOKENIZER, text_analyzer())
+    return index
 
 
 def build_schema() -> tantivy.Schema:
@@ -20,9 +43,9 @@ def build_schema() -> tantivy.Schema:
     sb.add_text_field("kind", stored=True, tokenizer_name="raw")  # "section" | "file"
     sb.add_text_field("path", stored=True, tokenizer_name="raw", fast=True)
     sb.add_text_field("fragment", stored=True, tokenizer_name="raw")
-    sb.add_text_field("title", stored=True, tokenizer_name="en_stem")
-    sb.add_text_field("heading", stored=True, tokenizer_name="en_stem")
-    sb.add_text_field("body", stored=True, tokenizer_name="en_stem")
+    sb.add_text_field("title", stored=True, tokenizer_name=TEXT_TOKENIZER)
+    sb.add_text_field("heading", stored=True, tokenizer_name=TEXT_TOKENIZER)
+    sb.add_text_field("body", stored=True, tokenizer_name=TEXT_TOKENIZER)
     sb.add_text_field("tags", stored=True, tokenizer_name="raw")
     sb.add_text_field("format", stored=True, tokenizer_name="raw")
     sb.add_integer_field("page", stored=True, indexed=True)
