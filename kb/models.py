@@ -108,6 +108,9 @@ class SearchResults(BaseModel):
     approximate: bool = Field(
         default=False, description="True when no exact match existed and fuzzy terms were used"
     )
+    corrections: dict[str, list[str]] = Field(
+        default_factory=dict, description="Each unknown word as typed, and the indexed terms used instead"
+    )
 
 
 class StoredDocument(BaseModel):

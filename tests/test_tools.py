@@ -34,6 +34,8 @@ async def test_search_with_a_misspelt_word_says_the_match_is_approximate(setting
     data = result.structured_content
     assert data["approximate"] is True and "nearest spellings" in data["notice"]
     assert "guide/install.md" in {hit["path"] for hit in data["results"]}
+    assert data["corrections"] == {"kangarooo": ["kangaroo"]}
+    assert "'kangarooo' -> kangaroo" in data["notice"]
 
 
 async def test_search_tool_is_read_only_titled_and_bounded(settings):

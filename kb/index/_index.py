@@ -326,6 +326,7 @@ class SearchIndex:
             total=total,
             next_offset=offset + limit if more else None,
             approximate=approximate,
+            corrections=plan.corrections if approximate else {},
         )
 
     def _collect(

@@ -95,7 +95,8 @@ class QueryPlan:
 
     `query` is the text part AND the filters; `text_query` the text part alone (for snippets);
     `fuzzy()` builds the plan to retry with when nothing matched (only then: correcting is slow);
-    `approximate` says words were matched fuzzily (a word unknown to the index, or the whole retry);
+    `approximate` says words were matched fuzzily (a word unknown to the index, or the whole retry),
+    and `corrections` which: each unknown word as typed, and the indexed terms searched instead;
     `expand(best)` builds the plan that reranks the same matches with words of the best passages
     for `query` (`(score, text)` pairs); None for queries written in Tantivy's syntax, run as written.
     `as_words()` is the plan of the text's plain words, for a query Tantivy parses but refuses to
@@ -108,6 +109,7 @@ class QueryPlan:
     approximate: bool = False
     expand: Callable[[list[tuple[float, str]]], QueryPlan] | None = None
     as_words: Callable[[], QueryPlan] | None = None
+    corrections: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _restrict(query: tantivy.Query, filters: list[tantivy.Query]) -> tantivy.Query:
@@ -167,6 +169,7 @@ class _Text:
     fuzzy_words: list[str]  # what the retry searches when nothing matched (plain-word queries only)
     approximate: bool = False
     terms: list[str] = field(default_factory=list)  # analyzed words to expand on (plain-word queries only)
+    corrections: dict[str, list[str]] = field(default_factory=dict)  # typed word -> terms used instead
 
 
 def _parse_text(
@@ -208,7 +211,7 @@ def _parse_text(
         return _Text(query, [])
     # No typo retry when something is excluded: the retry would not exclude it.
     fuzzy_words = [] if excluded else positive.fuzzy_words
-    return _Text(query, fuzzy_words, positive.approximate, positive.terms)
+    return _Text(query, fuzzy_words, positive.approximate, positive.terms, positive.corrections)
 
 
 def _starting_with(schema: tantivy.Schema, start: str, ranking: Ranking) -> tantivy.Query:
@@ -248,7 +251,7 @@ def _parse_positive(
         # Lenient parsing can drop most of the input; the plain words keep every term.
         plain = [w for w in words if w not in ("AND", "OR", "NOT")]
         parsed = _parse_words(index.schema, plain, vocabulary, ranking)
-        return _Text(parsed.query, [], parsed.approximate)
+        return _Text(parsed.query, [], parsed.approximate, corrections=parsed.corrections)
     return _Text(query, [])
 
 
@@ -265,15 +268,13 @@ def _parse_words(
     if not terms:
         return _Text(tantivy.Query.empty_query(), words)
     clauses = []
-    approximate = False
-    corrections = MAX_FUZZY_TERMS
+    corrections: dict[str, list[str]] = {}
+    typed = _typed_words(words)
     for term in dict.fromkeys(terms):
         if vocabulary is not None and _fuzzable(term) and not vocabulary.known(term):
-            if not corrections:
+            if len(corrections) == MAX_FUZZY_TERMS:
                 continue  # unknown, and past the bound: it could only match nothing
-            corrections -= 1
-            clause = _fuzzy_term(schema, term, vocabulary, ranking)
-            approximate = True
+            clause, corrections[typed.get(term, term)] = _fuzzy_term(schema, term, vocabulary, ranking)
         else:
             clause = _term_over_fields(schema, term, ranking)
         clauses.append((tantivy.Occur.Should, clause))
@@ -281,7 +282,16 @@ def _parse_words(
         for pair in dict.fromkeys((a, b) for a, b in itertools.pairwise(terms) if a != b):
             phrase = tantivy.Query.phrase_query(schema, "body", list(pair), ranking.proximity_slop)
             clauses.append((tantivy.Occur.Should, _boosted(phrase, ranking.proximity_boost)))
-    return _Text(tantivy.Query.boolean_query(clauses), words, approximate, terms)
+    return _Text(tantivy.Query.boolean_query(clauses), words, bool(corrections), terms, corrections)
+
+
+def _typed_words(words: list[str]) -> dict[str, str]:
+    """Each analyzed term of `words`, and the word it was typed as (lowercased)."""
+    typed: dict[str, str] = {}
+    for word in words:
+        for term in analyze(word):
+            typed.setdefault(term, word.lower())
+    return typed
 
 
 def _field_max(ranking: Ranking, query_of: Callable[[str], tantivy.Query]) -> tantivy.Query:
@@ -302,17 +312,18 @@ def _fuzzable(term: str) -> bool:
 
 def _fuzzy_term(
     schema: tantivy.Schema, term: str, vocabulary: Vocabulary | None, ranking: Ranking
-) -> tantivy.Query:
-    """The indexed terms a typo probably meant, as plain term queries (so snippets can mark them)."""
+) -> tuple[tantivy.Query, list[str]]:
+    """The indexed terms a typo probably meant, as plain term queries (so snippets can mark them),
+    and those terms (none known without a vocabulary: Tantivy's fuzzy query then picks them)."""
     distance = 1 if len(term) < 7 else 2
     if vocabulary is None:
-        return _field_max(ranking, lambda f: tantivy.Query.fuzzy_term_query(schema, f, term, distance=distance))
-    clauses = [
-        _term_over_fields(schema, near, ranking) for near in vocabulary.near(term, distance)
-    ]
-    if not clauses:
-        return tantivy.Query.empty_query()
-    return tantivy.Query.boolean_query([(tantivy.Occur.Should, q) for q in clauses])
+        fuzzy = _field_max(ranking, lambda f: tantivy.Query.fuzzy_term_query(schema, f, term, distance=distance))
+        return fuzzy, []
+    near = vocabulary.near(term, distance)
+    if not near:
+        return tantivy.Query.empty_query(), []
+    clauses = [(tantivy.Occur.Should, _term_over_fields(schema, t, ranking)) for t in near]
+    return tantivy.Query.boolean_query(clauses), near
 
 
 def _boosted(query: tantivy.Query, boost: float) -> tantivy.Query:
@@ -413,10 +424,13 @@ def plan_query(
         terms = [t for t in words if _fuzzable(t)][:MAX_FUZZY_TERMS]
         if not terms:
             return None
-        query = tantivy.Query.boolean_query(
-            [(tantivy.Occur.Should, _fuzzy_term(schema, t, vocabulary, ranking)) for t in terms]
-        )
-        return QueryPlan(_restrict(query, filters), query, lambda: None, approximate=True)
+        typed = _typed_words(parsed.fuzzy_words)
+        clauses, corrections = [], {}
+        for term in terms:
+            clause, corrections[typed.get(term, term)] = _fuzzy_term(schema, term, vocabulary, ranking)
+            clauses.append((tantivy.Occur.Should, clause))
+        query = tantivy.Query.boolean_query(clauses)
+        return QueryPlan(_restrict(query, filters), query, lambda: None, True, corrections=corrections)
 
     def expand(best: list[tuple[float, str]]) -> QueryPlan:
         weighted = [
@@ -427,12 +441,16 @@ def plan_query(
         query = tantivy.Query.boolean_query(
             [(tantivy.Occur.Must, parsed.query), *((tantivy.Occur.Should, q) for q in weighted)]
         )
-        return QueryPlan(_restrict(query, filters), parsed.query, fuzzy, parsed.approximate)
+        return QueryPlan(
+            _restrict(query, filters), parsed.query, fuzzy, parsed.approximate, corrections=parsed.corrections
+        )
 
     def as_words() -> QueryPlan:
         plain = [w for w in content_words(text) if w not in ("AND", "OR", "NOT")]
         words = _parse_words(schema, plain, vocabulary, ranking)
-        return QueryPlan(_restrict(words.query, filters), words.query, fuzzy, words.approximate)
+        return QueryPlan(
+            _restrict(words.query, filters), words.query, fuzzy, words.approximate, corrections=words.corrections
+        )
 
     return QueryPlan(
         _restrict(parsed.query, filters),
@@ -441,4 +459,5 @@ def plan_query(
         parsed.approximate,
         expand if parsed.terms and ranking.feedback_terms else None,
         None if parsed.terms else as_words,
+        parsed.corrections,
     )

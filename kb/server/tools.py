@@ -39,7 +39,7 @@ MAX_FETCH_CHARS = 100_000
 DEFAULT_FETCH_CHARS = 20_000
 APPROXIMATE_NOTICE = (
     "Some words of the query matched nothing as written; these results use the nearest spellings "
-    "found in the documents."
+    "found in the documents"
 )
 INDEXING_NOTICE = (
     "kb is still indexing the folder: results may be incomplete. "
@@ -73,6 +73,9 @@ class SearchOutput(BaseModel):
     indexing: bool | None = Field(default=None, description="True while kb is still indexing the folder")
     approximate: bool | None = Field(
         default=None, description="True when some query words were unknown and near spellings were used"
+    )
+    corrections: dict[str, list[str]] | None = Field(
+        default=None, description="Each unknown query word, and the indexed word stems searched instead"
     )
     notice: str | None = Field(default=None, description="Something the reader of the results must know")
 
@@ -166,9 +169,14 @@ def register_tools(server: MCPServer[Any]) -> None:
         syncing = library.syncing
         if syncing:
             data["indexing"] = True
+        notices = []
         if found.approximate:
             data["approximate"] = True
-        notices = [n for on, n in ((found.approximate, APPROXIMATE_NOTICE), (syncing, INDEXING_NOTICE)) if on]
+            if found.corrections:
+                data["corrections"] = found.corrections
+            notices.append(_approximate_notice(found.corrections))
+        if syncing:
+            notices.append(INDEXING_NOTICE)
         if notices:
             data["notice"] = " ".join(notices)
         return _result(data)
@@ -230,6 +238,12 @@ def register_tools(server: MCPServer[Any]) -> None:
             total_chars=total,
         )
         return _result(output.model_dump(mode="json"))  # every field set; next_offset null at the end
+
+
+def _approximate_notice(corrections: dict[str, list[str]]) -> str:
+    """Which words were replaced, by what: "... documents: 'pakage' -> packag; 'zzyzx' -> nothing."."""
+    named = "; ".join(f"{word!r} -> {', '.join(near) or 'nothing'}" for word, near in corrections.items())
+    return f"{APPROXIMATE_NOTICE}: {named}." if named else f"{APPROXIMATE_NOTICE}."
 
 
 def _result(data: dict[str, Any]) -> CallToolResult:
