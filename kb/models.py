@@ -94,6 +94,7 @@ class SearchHit(BaseModel):
     page: int | None = None
     score: float
     snippet: str
+    copies: list[str] = Field(default_factory=list, description="Other documents with the same passage")
 
 
 class SearchResults(BaseModel):

@@ -178,3 +178,13 @@ async def test_a_path_containing_a_hash_keeps_its_urls_and_passages_apart(tmp_pa
     assert (hit["id"], hit["url"]) == ("c#/notes.md#sharp", "kb://doc/c%23/notes.md#sharp")
     assert whole["url"] == "kb://doc/c%23/notes.md" and "fragment" not in whole["metadata"]
     assert passage["url"] == hit["url"] and passage["metadata"]["fragment"] == "sharp"
+
+
+async def test_search_can_return_several_passages_of_one_document(settings):
+    async with connected(settings, "auto") as client:
+        best = (await client.call_tool("search", {"query": "install"})).structured_content
+        every = (
+            await client.call_tool("search", {"query": "install", "all_passages": True})
+        ).structured_content
+    assert [hit["path"] for hit in best["results"]].count("guide/install.md") == 1
+    assert [hit["path"] for hit in every["results"]].count("guide/install.md") >= 2

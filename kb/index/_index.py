@@ -48,6 +48,7 @@ from kb.models import (
 logger = logging.getLogger(__name__)
 
 MAX_HITS_SCANNED = 5000
+MAX_COPIES_NAMED = 5
 MAX_PREFIX_QUERY = 64
 
 
@@ -310,15 +311,23 @@ class SearchIndex:
             # The best passages for the question's own words lend it their vocabulary.
             best = searcher.search(plan.query, limit=self._ranking.feedback_passages, count=False).hits
             plan = plan.expand([(score, text_of(searcher.doc(address), "body")) for score, address in best])
-        hits, total = self._collect(searcher, plan, offset + limit, all_passages)
+        hits, total, copies = self._collect(searcher, plan, offset + limit, all_passages)
         if not hits and (retry := plan.fuzzy()) is not None:
             plan = retry
-            hits, total = self._collect(searcher, plan, offset + limit, all_passages)
+            hits, total, copies = self._collect(searcher, plan, offset + limit, all_passages)
         approximate = plan.approximate and bool(hits)
-        page = hits[offset : offset + limit]
+        page = list(zip(hits, copies, strict=True))[offset : offset + limit]
         snippets = tantivy.SnippetGenerator.create(searcher, plan.text_query, self._schema, "body")
         snippets.set_max_num_chars(SNIPPET_CHARS)
-        results = [hit(searcher.doc(address), score, snippets) for score, address in page]
+        results = [
+            hit(
+                searcher.doc(address),
+                score,
+                snippets,
+                [text_of(searcher.doc(c), "path") for c in others[:MAX_COPIES_NAMED]],
+            )
+            for (score, address), others in page
+        ]
         more = offset + limit < total
         return SearchResults(
             query=query,
@@ -331,11 +340,13 @@ class SearchIndex:
 
     def _collect(
         self, searcher: tantivy.Searcher, plan: QueryPlan, wanted: int, all_passages: bool
-    ) -> tuple[list[tuple[float, tantivy.DocAddress]], int]:
-        """The best `wanted` hits (one per document unless `all_passages`), and how many exist."""
+    ) -> tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]]]:
+        """The best `wanted` hits, how many exist, and for each hit the copies of its passage in
+        other documents. Unless `all_passages`, a document takes one slot (its best passage) and
+        so does a passage found in several documents."""
         if all_passages:
             result = searcher.search(plan.query, limit=wanted, count=True)
-            return list(result.hits), _count(result)
+            return list(result.hits), _count(result), [[] for _ in result.hits]
         scan = min(max(wanted * 10, 100), MAX_HITS_SCANNED)
         while True:
             # No count: fewer hits than asked for already says the scan saw them all, and without
@@ -345,12 +356,33 @@ class SearchIndex:
             nums = searcher.fast_field_values("doc_num", [address for _, address in result.hits])
             for (score, address), num in zip(result.hits, nums, strict=True):
                 best.setdefault(int(num or 0), (score, address))
+            slots, copies = _one_slot_per_passage(searcher, list(best.values()))
             exhausted = len(result.hits) < scan
-            if len(best) >= wanted or exhausted or scan >= MAX_HITS_SCANNED:
-                # When the scan was cut short there are at least this many documents, maybe more.
-                total = len(best) if exhausted else max(len(best), wanted + 1)
-                return list(best.values()), total
+            if len(slots) >= wanted or exhausted or scan >= MAX_HITS_SCANNED:
+                # When the scan was cut short there are at least this many, maybe more.
+                total = len(slots) if exhausted else max(len(slots), wanted + 1)
+                return slots, total, copies
             scan = min(scan * 4, MAX_HITS_SCANNED)
+
+
+def _one_slot_per_passage(
+    searcher: tantivy.Searcher, hits: list[tuple[float, tantivy.DocAddress]]
+) -> tuple[list[tuple[float, tantivy.DocAddress]], list[list[tantivy.DocAddress]]]:
+    """`hits` (best first) with each passage's copies folded into its best-ranked instance."""
+    keys = searcher.fast_field_values("content", [address for _, address in hits])
+    slots: list[tuple[float, tantivy.DocAddress]] = []
+    copies: list[list[tantivy.DocAddress]] = []
+    slot_of: dict[int, int] = {}
+    for (score, address), value in zip(hits, keys, strict=True):
+        key = int(value or 0)
+        if key and key in slot_of:
+            copies[slot_of[key]].append(address)
+            continue
+        if key:
+            slot_of[key] = len(slots)
+        slots.append((score, address))
+        copies.append([])
+    return slots, copies
 
 
 def _count(result: tantivy.SearchResult) -> int:

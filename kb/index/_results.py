@@ -10,7 +10,10 @@ from kb.models import DocId, SearchHit
 SNIPPET_CHARS = 240
 
 
-def hit(record: tantivy.Document, score: float, snippets: tantivy.SnippetGenerator) -> SearchHit:
+def hit(
+    record: tantivy.Document, score: float, snippets: tantivy.SnippetGenerator, copies: list[str]
+) -> SearchHit:
+    """A ranked passage; `copies` are the other documents holding the same passage."""
     path = text_of(record, "path")
     body = text_of(record, "body")
     fragment = text_of(record, "fragment")
@@ -23,6 +26,7 @@ def hit(record: tantivy.Document, score: float, snippets: tantivy.SnippetGenerat
         page=int_of(record, "page"),
         score=round(score, 4),
         snippet=mark(snippets.snippet_from_doc(record), body),
+        copies=copies,
     )
 
 

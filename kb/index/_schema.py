@@ -7,6 +7,7 @@ manifest that lets a sync skip unchanged files), both keyed by the document's pa
 from __future__ import annotations
 
 import hashlib
+import re
 
 import tantivy
 
@@ -53,6 +54,9 @@ def build_schema() -> tantivy.Schema:
     # A number per document, so search can group hits by document from a fast field instead of
     # loading each hit's stored fields (~30 µs a hit).
     sb.add_integer_field("doc_num", fast=True)
+    # The same for a passage's words (see `passage_key`), so copies of one passage in several
+    # documents (a book's two trees, one page per product version) take one result slot.
+    sb.add_integer_field("content", fast=True)
     sb.add_integer_field("line_start", stored=True)
     sb.add_integer_field("line_end", stored=True)
     sb.add_integer_field("mtime", stored=True, indexed=True, fast=True)  # seconds since the epoch
@@ -64,6 +68,19 @@ def doc_num(path: str) -> int:
     """A stable signed 64-bit number for a path (a hash; a collision would only merge two
     documents' hits in one result list)."""
     return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+COPY_MIN_WORDS = 8  # shorter passages ("See also", "TODO") are alike by chance, not copies
+_LETTERS = re.compile(r"[^\W\d_]+")
+
+
+def passage_key(text: str) -> int:
+    """A number shared by passages with the same words in the same order, whatever their case,
+    spacing, punctuation and numbers (versions and dates differ between copies); 0 for a short one."""
+    words = _LETTERS.findall(text.lower())
+    if len(words) < COPY_MIN_WORDS:
+        return 0
+    return int.from_bytes(hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def section_records(doc: Document, entry: ManifestEntry) -> list[tantivy.Document]:
@@ -82,6 +99,7 @@ def section_records(doc: Document, entry: ManifestEntry) -> list[tantivy.Documen
             format=doc.format,
             ordinal=ordinal,
             doc_num=num,
+            content=passage_key(section.text),
             mtime=mtime,
         )
         for tag in entry.tags:

@@ -61,6 +61,10 @@ class SearchResult(BaseModel):
         default=None, description="Heading trail of the passage, e.g. 'Install > Linux'"
     )
     page: int | None = Field(default=None, description="PDF page number of the passage")
+    copies: list[str] | None = Field(
+        default=None,
+        description="Other documents holding the same passage (copies, versions), not listed apart",
+    )
 
 
 class SearchOutput(BaseModel):
@@ -98,8 +102,10 @@ def register_tools(server: MCPServer[Any]) -> None:
         title="Search the knowledge base",
         description=(
             "Search the user's documents (Markdown, text, PDF, HTML) and get the best-matching passages, "
-            "one per document, ranked. Use it first, with a few distinctive keywords; then call fetch "
-            'with a result\'s id to read it. Query syntax: words, "exact phrases", AND/OR/NOT, '
+            "one per document (all_passages=true for several), ranked; a passage found in several "
+            "documents takes one slot and lists the others under copies. Use it first, with a few "
+            "distinctive keywords; then call fetch with a result's id to read it. Query syntax: words, "
+            '"exact phrases", AND/OR/NOT, -word (exclude), pref* (prefix), '
             "title:word. Narrow with path (folder prefix like 'guides/' or a glob like '*.md'), formats, "
             "tags, modified_after (ISO date). When next_cursor is returned, pass it as cursor with the "
             "same query and filters for more results."
@@ -126,9 +132,13 @@ def register_tools(server: MCPServer[Any]) -> None:
         cursor: Annotated[
             str | None, Field(max_length=500, description="next_cursor of a previous search")
         ] = None,
+        all_passages: Annotated[
+            bool,
+            Field(description="List every matching passage, several per document, not the best one each"),
+        ] = False,
     ) -> Annotated[CallToolResult, SearchOutput]:
         library = library_of(ctx)
-        belongs_to = _cursor.fingerprint(query, path, formats, tags, modified_after)
+        belongs_to = _cursor.fingerprint(query, path, formats, tags, modified_after, all_passages)
         offset = _search_offset(cursor, belongs_to) if cursor else 0
         path_filter, after = _check_path_filter(path), _parse_when(modified_after)
         with _as_tool_error():
@@ -142,6 +152,7 @@ def register_tools(server: MCPServer[Any]) -> None:
                     formats=formats,
                     tags=tags,
                     modified_after=after,
+                    all_passages=all_passages,
                 )
             )
         # Plain dicts in SearchOutput's field order, absent fields left out: building the models
@@ -162,6 +173,8 @@ def register_tools(server: MCPServer[Any]) -> None:
                 item["heading"] = hit.heading
             if hit.page is not None:
                 item["page"] = hit.page
+            if hit.copies:
+                item["copies"] = hit.copies
             results.append(item)
         data: dict[str, Any] = {"results": results}
         if found.next_offset is not None:
