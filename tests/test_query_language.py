@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kb.config import Settings
@@ -69,7 +71,7 @@ COPIES = {
     "when its owner goes out of scope (version 1.80).\n",
     "book/nostarch/ch01.md": "# Ownership\n\nEvery value in Rust has a single owner; and the value is "
     "dropped when its owner goes out of scope (version 1.81).\n",
-    "other.md": "# Borrowing\n\nA value may be borrowed while its owner keeps it; the owner stays the same.\n",
+    "other.md": "# Borrowing\n\nA value may be borrowed while its owner keeps it; the owner stays.\n",
 }
 
 
