@@ -6,50 +6,16 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from watch_helpers import Live
 
 from kb.config import Settings
 from kb.index import SearchIndex
 from kb.ingest import sync
-from kb.models import SyncReport
 from kb.watcher import Watcher
-
-TIMEOUT = 20.0
-
-
-class Live:
-    """A synced root with a running watcher; `wait_until` blocks until a commit makes a check true."""
-
-    def __init__(self, tmp_path: Path, **settings: object) -> None:
-        self.root = tmp_path / "docs"
-        self.root.mkdir()
-        (self.root / "seed.md").write_text("# Seed\n\nThe first note.\n")
-        self.settings = Settings(root=self.root, index_dir=tmp_path / "idx", **settings)
-        self.index = SearchIndex.open(self.settings.index_dir, self.root)
-        sync(self.settings, self.index)
-        self.reports: list[SyncReport] = []
-        self._cond = threading.Condition()
-        self.watcher = Watcher(self.settings, self.index, on_commit=self._committed)
-
-    def _committed(self, report: SyncReport) -> None:
-        with self._cond:
-            self.reports.append(report)
-            self._cond.notify_all()
-
-    def wait_until(self, check: Callable[[], bool], what: str) -> None:
-        with self._cond:
-            if not self._cond.wait_for(check, timeout=TIMEOUT):
-                pytest.fail(f"timed out waiting for {what}")
-
-    def paths(self) -> list[str]:
-        return self.index.document_paths()
-
-    def found(self, query: str) -> list[str]:
-        return [h.path for h in self.index.search(query).results]
 
 
 @pytest.fixture

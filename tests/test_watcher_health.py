@@ -8,61 +8,24 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from watch_helpers import TIMEOUT, Live
 
-from kb.config import Settings
-from kb.index import SearchIndex
-from kb.ingest import sync
 from kb.models import SyncReport
-from kb.watcher import Watcher
 
-TIMEOUT = 20.0
-
-
-class Live:
-    """A synced root with a running watcher; `wait_until` blocks until a commit makes a check true."""
-
-    def __init__(self, tmp_path: Path, *, stuck_after: float = 60.0, **settings: object) -> None:
-        self.root = tmp_path / "docs"
-        self.root.mkdir()
-        (self.root / "seed.md").write_text("# Seed\n\nThe first note, about otters.\n")
-        (self.root / "sub").mkdir()
-        (self.root / "sub" / "deep.md").write_text("# Deep\n\nA note about herons.\n")
-        self.settings = Settings(root=self.root, index_dir=tmp_path / "idx", **settings)
-        self.index = SearchIndex.open(self.settings.index_dir, self.root)
-        sync(self.settings, self.index)
-        self.reports: list[SyncReport] = []
-        self.on_commit: Callable[[SyncReport], None] | None = None
-        self._cond = threading.Condition()
-        self.watcher = Watcher(self.settings, self.index, on_commit=self._committed, stuck_after=stuck_after)
-
-    def _committed(self, report: SyncReport) -> None:
-        with self._cond:
-            self.reports.append(report)
-            self._cond.notify_all()
-        if self.on_commit is not None:
-            self.on_commit(report)
-
-    def wait_until(self, check: Callable[[], bool], what: str) -> None:
-        with self._cond:
-            if not self._cond.wait_for(check, timeout=TIMEOUT):
-                pytest.fail(f"timed out waiting for {what}")
-
-    def paths(self) -> list[str]:
-        return self.index.document_paths()
-
-    def found(self, query: str) -> list[str]:
-        return [h.path for h in self.index.search(query).results]
+HEALTH_FILES = {
+    "seed.md": "# Seed\n\nThe first note, about otters.\n",
+    "sub/deep.md": "# Deep\n\nA note about herons.\n",
+}
 
 
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[Live]:
-    state = Live(tmp_path)
+    state = Live(tmp_path, HEALTH_FILES)
     state.watcher.start()
     yield state
     state.watcher.stop()
@@ -148,7 +111,7 @@ def test_a_root_replaced_by_another_folder_is_watched_anew(live: Live) -> None:
 
 
 def test_a_batch_blocked_past_the_bound_shows_as_stuck_until_it_finishes(tmp_path: Path) -> None:
-    state = Live(tmp_path, stuck_after=0.3, lock_wait=TIMEOUT)
+    state = Live(tmp_path, HEALTH_FILES, stuck_after=0.3, lock_wait=TIMEOUT)
     state.watcher.start()
     try:
         # The test holds the index writer, so the watcher's batch really waits on the lock.
