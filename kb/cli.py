@@ -44,6 +44,7 @@ def _setup_logging(debug: bool, log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.captureWarnings(True)  # `warnings.warn` from libraries: a log record like any other
     # Libraries' chatter stays out unless debugging.
     for noisy in ("pypdf", "watchdog", "httpx", "uvicorn.access", "mcp"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
@@ -60,6 +61,8 @@ class _JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # a record forwarded from an extraction worker carries only the text
+            entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
