@@ -262,8 +262,10 @@ class ExtractionPool(Generic[R]):
         self._replace(worker)
 
     def close(self) -> None:
-        """Stop every worker."""
+        """Stop every worker; one still busy (its results no longer wanted: a stopped sync) at once."""
         for worker in self._workers:
+            if worker.queue:
+                worker.process.kill()
             with contextlib.suppress(OSError):
                 worker.conn.send(None)
         for worker in self._workers:
