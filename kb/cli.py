@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, get_args
@@ -25,6 +26,7 @@ EXIT_OK = 0
 EXIT_FAILED_FILES = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
+EXIT_INTERRUPTED = 130
 
 
 class _UsageProblem(click.ClickException):
@@ -239,7 +241,9 @@ def serve_command(
 
     try:
         if http is None and not sse:
-            server.run_stdio(settings)
+            stopped_by = server.run_stdio(settings)
+            # A clean stop either way; Ctrl-C keeps the shell's convention (128 + SIGINT).
+            ctx.exit(EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_OK)
         else:
             from kb.server.http import run_http  # uvicorn and friends: only for HTTP
 
@@ -418,12 +422,12 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # the last line of defence: one readable line, the traceback on --debug
         if _debug_requested():
             raise

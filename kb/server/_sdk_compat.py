@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server import MCPServer, NotificationOptions, ServerRequestContext
 from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
 from mcp.server.models import InitializationOptions
+from mcp.shared.message import SessionMessage
 from mcp_types import (
     EmptyResult,
     ListResourcesResult,
@@ -127,3 +129,18 @@ def connection_of(ctx: ServerRequestContext[Any]) -> Connection:
     would give it but "is not currently constructed by ServerRunner" (mcp.server.context).
     """
     return ctx.session._connection
+
+
+async def serve_streams(
+    server: MCPServer[Any],
+    read_stream: MemoryObjectReceiveStream[SessionMessage | Exception],
+    write_stream: MemoryObjectSendStream[SessionMessage],
+) -> None:
+    """Serve one connection over these streams, its lifespan included, as the SDK's
+    `run_stdio_async` does over the SDK's own stdio transport.
+
+    Missing public API: `MCPServer` runs only on transports it builds itself, and kb's stdio
+    transport (`kb.server._stdio`) replaces the SDK's.
+    """
+    lowlevel = _lowlevel(server)
+    await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
