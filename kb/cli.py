@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, get_args
@@ -25,6 +26,7 @@ EXIT_OK = 0
 EXIT_FAILED_FILES = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
+EXIT_INTERRUPTED = 130
 
 
 class _UsageProblem(click.ClickException):
@@ -44,6 +46,7 @@ def _setup_logging(debug: bool, log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.captureWarnings(True)  # `warnings.warn` from libraries: a log record like any other
     # Libraries' chatter stays out unless debugging.
     for noisy in ("pypdf", "watchdog", "httpx", "uvicorn.access", "mcp"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
@@ -60,6 +63,8 @@ class _JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # a record forwarded from an extraction worker carries only the text
+            entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
@@ -240,7 +245,9 @@ def serve_command(
         # said here, in kb's one line and exit code, before any protocol traffic.
         Library.open(settings).close()
         if http is None and not sse:
-            server.run_stdio(settings)
+            stopped_by = server.run_stdio(settings)
+            # A clean stop either way; Ctrl-C keeps the shell's convention (128 + SIGINT).
+            ctx.exit(EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_OK)
         else:
             from kb.server.http import run_http  # uvicorn and friends: only for HTTP
 
@@ -419,12 +426,12 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # the last line of defence: one readable line, the traceback on --debug
         if _debug_requested():
             raise

@@ -10,12 +10,16 @@ Results come back in submission order, with a bounded number of files in flight.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import multiprocessing
+import pickle
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, Generic, TypeVar
@@ -23,6 +27,7 @@ from typing import Any, Generic, TypeVar
 logger = logging.getLogger(__name__)
 
 _READY = "ready"
+_NOTHING = object()  # what `_receive` returns when a worker sent only log records
 STARTUP_TIMEOUT = 120.0
 PIPELINE_DEPTH = (
     3  # tasks sent ahead to each worker  # a worker's start (imports) is not part of any file's budget
@@ -32,17 +37,80 @@ R = TypeVar("R")
 Task = tuple[Any, ...]  # the arguments of one call of the work function
 
 
-def _serve(conn: Connection, work: Callable[..., object]) -> None:
-    """A worker's life: say it is ready, then run `work` on each task until told to stop (None)."""
-    conn.send(_READY)
-    while True:
+def _serve(conn: Connection, work: Callable[..., object], log_levels: dict[str, int]) -> None:
+    """A worker's life: say it is ready, then run `work` on each task until told to stop (None).
+
+    A worker whose parent is gone (its pipe closed) leaves quietly. It starts with SIGINT and
+    SIGTERM blocked (see `_spawn`) and keeps SIGINT blocked: the parent decides when it stops.
+    SIGTERM is let through, so a worker ends (silently) when the whole group is told to.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    _log_to_parent(conn, log_levels)
+    try:
+        conn.send(_READY)
+        while (task := conn.recv()) is not None:
+            conn.send(work(*task))
+    except (EOFError, OSError):  # the parent's end of the pipe is closed: it is gone
+        return
+
+
+def _log_to_parent(conn: Connection, log_levels: dict[str, int]) -> None:
+    """Send this worker's log records (and `warnings.warn` output) to the parent, whose handlers
+    format them: nothing a worker logs reaches stderr in a format the user did not choose."""
+    root = logging.getLogger()
+    root.handlers[:] = [_ToParent(conn)]
+    for name, level in log_levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    logging.captureWarnings(True)
+
+
+def _parent_log_levels() -> dict[str, int]:
+    """The levels set on the parent's loggers ("" for the root), for its workers to drop records
+    at the source that the parent would drop."""
+    loggers = logging.Logger.manager.loggerDict.items()
+    levels = {name: lg.level for name, lg in loggers if isinstance(lg, logging.Logger) and lg.level}
+    levels[""] = logging.getLogger().level
+    return levels
+
+
+class _ToParent(logging.Handler):
+    """A worker's one log handler: each record crosses the task pipe, picklable (message
+    formatted, traceback as text), in order with the results."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self._conn = conn
+
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        conn.send(work(*task))
+            portable = copy.copy(record)
+            portable.msg, portable.args = record.getMessage(), None
+            if record.exc_info:
+                portable.exc_text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+                portable.exc_info = None
+            self._conn.send(portable)
+        except OSError:  # the parent is gone: nobody to tell
+            pass
+        except (TypeError, ValueError, AttributeError, pickle.PicklingError):  # a bad record
+            self.handleError(record)
+
+
+def _receive(conn: Connection) -> Any:
+    """A worker's next message (a result, or its ready word), after logging here the log records it
+    sent before; `_NOTHING` if only log records were waiting.
+
+    Raises:
+        EOFError, OSError: the worker is gone.
+    """
+    while True:
+        message = conn.recv()
+        if not isinstance(message, logging.LogRecord):
+            return message
+        log = logging.getLogger(message.name)
+        if log.isEnabledFor(message.levelno):
+            log.handle(message)
+        if not conn.poll():
+            return _NOTHING
 
 
 @dataclass(eq=False)
@@ -89,8 +157,20 @@ class ExtractionPool(Generic[R]):
 
     def _spawn(self) -> _Worker:
         parent, child = self._context.Pipe()
-        process = self._context.Process(target=_serve, args=(child, self._work), daemon=True)
-        process.start()
+        process = self._context.Process(
+            target=_serve, args=(child, self._work, _parent_log_levels()), daemon=True
+        )
+        # A Ctrl-C at a terminal (or a service manager's SIGTERM) reaches every process of the
+        # group, and would kill the forkserver (started by the first spawn) or a worker before
+        # they are ready, tracebacks and all. A blocked signal stays blocked through fork and
+        # exec; multiprocessing's resource tracker starts itself that way (bpo-33613), and
+        # unblocks both when it does, so it is started first.
+        resource_tracker.ensure_running()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
         return _Worker(process, parent, started=time.monotonic())
 
@@ -147,21 +227,25 @@ class ExtractionPool(Generic[R]):
             if not worker.ready:
                 if worker.conn in ready:
                     try:
-                        worker.ready = worker.conn.recv() == _READY
+                        message = _receive(worker.conn)
                     except (EOFError, OSError):
                         raise RuntimeError("an extraction worker process failed to start") from None
+                    worker.ready = message == _READY
                 elif now >= self._deadline(worker):
                     raise RuntimeError(f"an extraction worker did not start within {STARTUP_TIMEOUT:g}s")
                 continue
             seq = worker.queue[0]
             if worker.conn in ready:
                 try:
-                    done[seq] = worker.conn.recv()
+                    message = _receive(worker.conn)
                 except (EOFError, OSError):
                     logger.warning("an extraction worker died; restarting it")
                     done[seq] = self._on_crash(inflight[seq])
                     self._stop(worker, inflight, retry)
                 else:
+                    if message is _NOTHING:
+                        continue
+                    done[seq] = message
                     worker.queue.popleft()
                     worker.started = now  # the next queued task starts now
             elif now >= self._deadline(worker):
@@ -178,8 +262,10 @@ class ExtractionPool(Generic[R]):
         self._replace(worker)
 
     def close(self) -> None:
-        """Stop every worker."""
+        """Stop every worker; one still busy (its results no longer wanted: a stopped sync) at once."""
         for worker in self._workers:
+            if worker.queue:
+                worker.process.kill()
             with contextlib.suppress(OSError):
                 worker.conn.send(None)
         for worker in self._workers:

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -116,17 +117,24 @@ def _entry(source: SourceFile, sha: str, document: Document) -> ManifestEntry:
 
 
 def sync(
-    settings: Settings, index: SearchIndex, *, rebuild: bool = False, progress: Progress | None = None
+    settings: Settings,
+    index: SearchIndex,
+    *,
+    rebuild: bool = False,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> SyncReport:
     """Bring the index in line with the files under `settings.root`.
 
-    With `rebuild`, every file is re-read and re-extracted, whatever the manifest says.
+    With `rebuild`, every file is re-read and re-extracted, whatever the manifest says. Once `stop`
+    is set, the sync ends after the file it is writing and commits what it wrote; the next sync
+    resumes from there.
 
     Raises:
         IndexLockedError: another process held the index writer for longer than `settings.lock_wait`.
         RootMissingError: the root is gone or not a folder (the index is left as it was).
     """
-    return _sync(settings, index, None, rebuild=rebuild, progress=progress)
+    return _sync(settings, index, None, rebuild=rebuild, progress=progress, stop=stop)
 
 
 def sync_paths(settings: Settings, index: SearchIndex, paths: Iterable[str]) -> SyncReport:
@@ -166,6 +174,7 @@ def _sync(
     *,
     rebuild: bool,
     progress: Progress | None,
+    stop: threading.Event | None = None,
 ) -> SyncReport:
     started = time.monotonic()
     report = SyncReport(root=str(index.root), index_dir=str(index.index_dir))
@@ -200,7 +209,7 @@ def _sync(
     # Largest first, so the sync ends on small files instead of one worker finishing a big PDF
     # while the others idle. Still a stable order: the same tree is always written the same way.
     todo.sort(key=lambda item: (-item[0].size, item[0].path))
-    _apply(settings, index, todo, gone, manifest, report, progress)
+    _apply(settings, index, todo, gone, manifest, report, progress, stop)
     report.seconds = round(time.monotonic() - started, 3)
     log = logger.info if paths is None or report.failed else logger.debug
     log(
@@ -233,6 +242,7 @@ def _apply(
     manifest: dict[str, ManifestEntry],
     report: SyncReport,
     progress: Progress | None,
+    stop: threading.Event | None = None,
 ) -> None:
     gone = list(gone)
     if not todo and not gone:
@@ -255,6 +265,11 @@ def _apply(
             ):
                 batch.commit()
                 last_commit = time.monotonic()
+            if stop is not None and stop.is_set():
+                # Leaving the loop drops the loader, whose pool then stops its workers; what was
+                # written commits as the batch ends.
+                logger.info("sync stopped after %d of %d changed files", done, len(todo))
+                break
 
 
 def _write_one(

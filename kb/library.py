@@ -43,6 +43,7 @@ class Library:
         self._paths: tuple[tuple[int, ...], list[str]] | None = None  # (index generation, sorted paths)
         self._lifecycle = threading.Lock()
         self._closing = False
+        self._stop = threading.Event()  # tells a running startup sync to end early
         self._sync_thread: threading.Thread | None = None
 
     @classmethod
@@ -69,10 +70,11 @@ class Library:
         self._sync_thread.start()
 
     def close(self) -> None:
-        """Stop watching, wait for a running sync (its commits are atomic, so waiting is the clean
-        stop), and release the index."""
+        """Stop watching, stop a running sync after the file it is on (it commits what it wrote),
+        and release the index."""
         with self._lifecycle:
             self._closing = True
+        self._stop.set()
         if self._sync_thread is not None:
             self._sync_thread.join()
         if self.watcher is not None:
@@ -81,7 +83,7 @@ class Library:
 
     def _sync_then_watch(self, on_synced: OnSynced | None, on_commit: OnCommit | None) -> None:
         try:
-            self.last_sync = ingest.sync(self.settings, self.index)
+            self.last_sync = ingest.sync(self.settings, self.index, stop=self._stop)
             self.index.reload()
         except KbError as exc:
             self.sync_error = str(exc)

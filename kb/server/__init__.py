@@ -9,14 +9,17 @@ the lifespan context.
 from __future__ import annotations
 
 import logging
+import signal
 
 import anyio
 from mcp.server import MCPServer
 
 from kb.config import Settings
+from kb.errors import KbError
 from kb.library import Library
 from kb.server import audit
 from kb.server._runtime import KbRuntime
+from kb.server._stdio import serve_stdio
 from kb.server.prompts import register_prompts
 from kb.server.resources import register_resources
 from kb.server.tools import register_tools
@@ -73,6 +76,35 @@ def _version() -> str:
 # ---- transports ------------------------------------------------------------------------------
 
 
-def run_stdio(settings: Settings) -> None:
-    """Serve MCP on stdin/stdout until the client closes it. Logs go to stderr (set up by the CLI)."""
-    anyio.run(build_server(settings).run_stdio_async)
+def run_stdio(settings: Settings) -> signal.Signals | None:
+    """Serve MCP on stdin/stdout until the client's input ends (requests already read are answered
+    first, within `_stdio.ANSWER_GRACE_SECONDS`), it stops reading, or SIGINT or SIGTERM arrives;
+    the library is closed in every case. Logs go to stderr (set up by the CLI).
+
+    Returns the signal that stopped the server, or None.
+
+    Raises:
+        KbError: the library could not be opened (as itself, not inside an exception group).
+    """
+    try:
+        return anyio.run(serve_stdio, build_server(settings))
+    except BaseExceptionGroup as group:
+        error = _sole_kb_error(group)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _sole_kb_error(group: BaseExceptionGroup[BaseException]) -> KbError | None:
+    """The KbError a group of task failures comes down to, if it is the only failure."""
+    errors: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            errors.append(error)
+    if len(errors) == 1 and isinstance(errors[0], KbError):
+        return errors[0]
+    return None

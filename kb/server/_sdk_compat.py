@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server import MCPServer, NotificationOptions, ServerRequestContext
 from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
 from mcp.server.models import InitializationOptions
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.message import SessionMessage
 from mcp_types import (
     EmptyResult,
     ListResourcesResult,
@@ -142,3 +144,18 @@ def stateful_sessions(manager: StreamableHTTPSessionManager) -> list[StreamableH
     to make room by ending the idlest.
     """
     return list(manager._server_instances.values())
+
+
+async def serve_streams(
+    server: MCPServer[Any],
+    read_stream: MemoryObjectReceiveStream[SessionMessage | Exception],
+    write_stream: MemoryObjectSendStream[SessionMessage],
+) -> None:
+    """Serve one connection over these streams, its lifespan included, as the SDK's
+    `run_stdio_async` does over the SDK's own stdio transport.
+
+    Missing public API: `MCPServer` runs only on transports it builds itself, and kb's stdio
+    transport (`kb.server._stdio`) replaces the SDK's.
+    """
+    lowlevel = _lowlevel(server)
+    await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
