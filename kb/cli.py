@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 import click
 from pydantic import ValidationError
@@ -18,6 +18,9 @@ from pydantic import ValidationError
 from kb import __version__
 from kb.config import Settings
 from kb.errors import ConfigError, IndexLockedError, KbError, QueryError
+
+if TYPE_CHECKING:
+    from kb.models import SyncReport
 
 logger = logging.getLogger("kb")
 
@@ -297,18 +300,38 @@ def index_command(
     if as_json:
         _emit_json(report.model_dump())
     else:
+        not_read = sum(report.unsupported.values())
         click.echo(
             f"indexed {report.root} in {report.seconds:.2f}s: {report.added} added, "
             f"{report.updated} updated, {report.removed} removed, {report.unchanged} unchanged, "
             f"{len(report.failed)} failed, "
-            f"{len(report.skipped)} skipped",
+            f"{len(report.skipped)} skipped" + (f", {not_read} of other kinds not read" if not_read else ""),
             err=True,
         )
         for problem in report.failed:
             click.echo(f"  failed  {problem.path}: {problem.error}", err=True)
         for skipped in report.skipped:
             click.echo(f"  skipped {skipped.path}: {skipped.reason}", err=True)
+    if not (report.added or report.updated or report.unchanged or report.failed):
+        click.echo(_nothing_to_read(report), err=True)
     ctx.exit(EXIT_FAILED_FILES if report.failed else EXIT_OK)
+
+
+def _nothing_to_read(report: SyncReport) -> str:
+    """Why a sync found no document: what it saw, and what kb reads."""
+    from kb.extractors import EXTENSIONS
+
+    seen = sum(report.unsupported.values()) + len(report.skipped)
+    kinds = ", ".join(
+        f"{count} {extension or '(no extension)'}"
+        for extension, count in sorted(report.unsupported.items(), key=lambda item: (-item[1], item[0]))
+    )
+    return (
+        f"no documents in {report.root}: saw {seen} file{'s' if seen != 1 else ''}"
+        + (f", of kinds kb does not read ({kinds})" if kinds else "")
+        + (f"; {len(report.skipped)} skipped as listed" if report.skipped else "")
+        + f". kb reads {' '.join(EXTENSIONS)} (hidden and ignored files are not looked at)"
+    )
 
 
 class _progress_bar:

@@ -186,6 +186,7 @@ def _sync(
     if root_identity(index.root) != before:
         raise RootMissingError(str(index.root), "was replaced by another folder while it was being read")
     report.skipped = [SkippedFile(path=p, reason=r) for p, r in found.skipped]
+    report.unsupported = dict(sorted(found.unsupported.items()))
     # A named path that is not UTF-8 was skipped by the walk, and no document can have it.
     manifest = index.manifest(under=None if paths is None else [p for p in paths if _is_utf8(p)])
     current = {f.path for f in found.files}
