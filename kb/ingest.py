@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 PARALLEL_MIN_FILES = 16
 PARALLEL_MIN_BYTES = 2 * 1024 * 1024
 # A file this large is extracted in a worker, within the time budget, even alone: hostile markup
-# can make a parser slow (the standard library's HTML parser is quadratic on some of it).
+# can make a parser slow.
 INLINE_MAX_BYTES = 256 * 1024
 
 Progress = Callable[[int, int], None]
