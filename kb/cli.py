@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 import click
 from pydantic import ValidationError
@@ -19,6 +19,9 @@ from pydantic import ValidationError
 from kb import __version__
 from kb.config import Settings
 from kb.errors import ConfigError, IndexLockedError, KbError, QueryError
+
+if TYPE_CHECKING:
+    from kb.models import SearchResults, SyncReport
 
 logger = logging.getLogger("kb")
 
@@ -304,27 +307,52 @@ def index_command(
     if as_json:
         _emit_json(report.model_dump())
     else:
+        not_read = sum(report.unsupported.values())
         click.echo(
             f"indexed {report.root} in {report.seconds:.2f}s: {report.added} added, "
             f"{report.updated} updated, {report.removed} removed, {report.unchanged} unchanged, "
             f"{len(report.failed)} failed, "
-            f"{len(report.skipped)} skipped",
+            f"{len(report.skipped)} skipped" + (f", {not_read} of other kinds not read" if not_read else ""),
             err=True,
         )
         for problem in report.failed:
             click.echo(f"  failed  {problem.path}: {problem.error}", err=True)
         for skipped in report.skipped:
             click.echo(f"  skipped {skipped.path}: {skipped.reason}", err=True)
+    if not (report.added or report.updated or report.unchanged or report.failed):
+        click.echo(_nothing_to_read(report), err=True)
     ctx.exit(EXIT_FAILED_FILES if report.failed else EXIT_OK)
 
 
+def _nothing_to_read(report: SyncReport) -> str:
+    """Why a sync found no document: what it saw, and what kb reads."""
+    from kb.extractors import EXTENSIONS
+
+    seen = sum(report.unsupported.values()) + len(report.skipped)
+    kinds = ", ".join(
+        f"{count} {extension or '(no extension)'}"
+        for extension, count in sorted(report.unsupported.items(), key=lambda item: (-item[1], item[0]))
+    )
+    return (
+        f"no documents in {report.root}: saw {seen} file{'s' if seen != 1 else ''}"
+        + (f", of kinds kb does not read ({kinds})" if kinds else "")
+        + (f"; {len(report.skipped)} skipped as listed" if report.skipped else "")
+        + f". kb reads {' '.join(EXTENSIONS)} (hidden and ignored files are not looked at)"
+    )
+
+
 class _progress_bar:
-    """A rich progress bar on stderr when it is a terminal; otherwise nothing."""
+    """A rich progress bar on stderr when it is a terminal; otherwise nothing.
+
+    While it runs, log lines are written above it (through rich's stand-in for stderr) instead of
+    into it, and it ends as soon as the last file is done, before the sync's closing log line.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self._enabled = enabled and sys.stderr.isatty()
         self._bar: Any = None
         self._task: Any = None
+        self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
 
     def __enter__(self) -> Any:
         if not self._enabled:
@@ -332,17 +360,32 @@ class _progress_bar:
         from rich.console import Console
         from rich.progress import Progress
 
-        self._bar = Progress(console=Console(stderr=True), transient=True)
+        stderr = sys.stderr
+        self._bar = Progress(console=Console(stderr=True), transient=True, redirect_stderr=True)
         self._bar.start()
         self._task = self._bar.add_task("indexing", total=None)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is stderr:
+                self._handlers.append((handler, handler.setStream(sys.stderr)))  # rich's stand-in
         return self._advance
 
     def _advance(self, done: int, total: int) -> None:
+        if self._bar is None:
+            return
         self._bar.update(self._task, completed=done, total=total)
+        if done >= total:
+            self._finish()
+
+    def _finish(self) -> None:
+        bar, self._bar = self._bar, None
+        if bar is not None:
+            bar.stop()
+        for handler, stream in self._handlers:
+            handler.setStream(stream)
+        self._handlers.clear()
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        self._finish()
 
 
 @cli.command("search")
@@ -372,6 +415,9 @@ def search_command(
     if not results.results:
         click.echo(f"no results for {query!r}")
         return
+    if sys.stdout.isatty():
+        _print_for_terminal(results)
+        return
     if results.approximate:
         click.echo("(no exact matches; showing approximate ones)")
     for rank, hit in enumerate(results.results, start=1):
@@ -379,6 +425,26 @@ def search_command(
         click.secho(f"{rank}. {hit.title}", bold=True)
         click.echo(f"   {hit.id}" + (f"  ({where})" if where else "") + f"  score {hit.score:.2f}")
         click.echo(f"   {hit.snippet}")
+
+
+def _print_for_terminal(results: SearchResults) -> None:
+    """Results as a person reads them: the snippet's **marked** words in bold, with rich (which
+    also wraps to the terminal's width and honours NO_COLOR)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    if results.approximate:
+        console.print("(no exact matches; showing approximate ones)", style="italic")
+    for rank, hit in enumerate(results.results, start=1):
+        where = hit.heading or (f"page {hit.page}" if hit.page else "")
+        console.print(Text(f"{rank}. {hit.title}", style="bold"))
+        line = Text(hit.id + (f"  ({where})" if where else "") + f"  score {hit.score:.2f}")
+        snippet = Text()
+        for n, part in enumerate(hit.snippet.split("**")):
+            snippet.append(part, style="bold" if n % 2 else "")
+        for wrapped in (*line.wrap(console, console.width - 3), *snippet.wrap(console, console.width - 3)):
+            console.print(Text("   ") + wrapped)
 
 
 def _file_url(root: Path, path: str) -> str:

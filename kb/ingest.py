@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 PARALLEL_MIN_FILES = 16
 PARALLEL_MIN_BYTES = 2 * 1024 * 1024
 # A file this large is extracted in a worker, within the time budget, even alone: hostile markup
-# can make a parser slow (the standard library's HTML parser is quadratic on some of it).
+# can make a parser slow.
 INLINE_MAX_BYTES = 256 * 1024
 
 Progress = Callable[[int, int], None]
@@ -195,6 +195,7 @@ def _sync(
     if root_identity(index.root) != before:
         raise RootMissingError(str(index.root), "was replaced by another folder while it was being read")
     report.skipped = [SkippedFile(path=p, reason=r) for p, r in found.skipped]
+    report.unsupported = dict(sorted(found.unsupported.items()))
     # A named path that is not UTF-8 was skipped by the walk, and no document can have it.
     manifest = index.manifest(under=None if paths is None else [p for p in paths if _is_utf8(p)])
     current = {f.path for f in found.files}

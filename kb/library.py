@@ -12,12 +12,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kb import ingest, sources
 from kb.config import Settings
-from kb.errors import DocumentNotFoundError, KbError, NotIndexedYetError, PathRefusedError
+from kb.errors import DocumentNotFoundError, ExtractionError, KbError, NotIndexedYetError, PathRefusedError
 from kb.extractors import decode, extract, format_for
 from kb.index import DEFAULT_RANKING, Ranking, SearchIndex
 from kb.models import DocId, Format, ManifestEntry, SearchResults, StoredDocument, SyncReport
@@ -27,6 +28,17 @@ logger = logging.getLogger(__name__)
 
 OnSynced = Callable[[SyncReport | None], None]
 OnCommit = Callable[[SyncReport], None]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What `fetch` (and a passage's resource) serves: a document's or passage's text, and the
+    indexed record it belongs to."""
+
+    doc_id: DocId
+    doc: StoredDocument
+    text: str
+    stale: bool = False  # the file changed so the passage is no longer there: this is the indexed text
 
 
 class Library:
@@ -212,9 +224,18 @@ class Library:
             PathRefusedError: the id's path may not be served.
             ExtractionError: an unindexed file could not be extracted.
         """
-        doc_id, file = self.resolve(text)
+        doc_id, _, doc = self._load(text)
+        return doc_id, doc
+
+    def _load(self, text: str | DocId) -> tuple[DocId, Path, StoredDocument]:
+        """`load`, and the confined file. A `DocId` (from a URI, where path and passage are already
+        apart) is taken as it is; a str is read as `resolve` reads it."""
+        if isinstance(text, DocId):
+            doc_id, file = text, self.confine(text.path)
+        else:
+            doc_id, file = self.resolve(text)
         try:
-            return doc_id, self.index.get(doc_id)
+            return doc_id, file, self.index.get(doc_id)
         except DocumentNotFoundError:
             if not self.syncing:
                 raise
@@ -222,8 +243,44 @@ class Library:
         if doc_id.fragment is not None:
             doc.sections = [s for s in doc.sections if s.fragment == doc_id.fragment]
             if not doc.sections:
-                raise NotIndexedYetError(text)
-        return doc_id, doc
+                raise NotIndexedYetError(str(doc_id))
+        return doc_id, file, doc
+
+    def read(self, text: str | DocId) -> Reading:
+        """A document or passage by id, as `fetch` serves it: Markdown as written (the whole file, or
+        a passage's own lines, fences, lists and tables included), other formats as `render` has them.
+
+        A Markdown passage is cut from the file by the line range the index recorded. If the file
+        has changed since so that the passage is no longer at those lines, the indexed text is
+        served instead and the reading is marked `stale`.
+
+        Raises:
+            DocumentNotFoundError: no such document or passage (`NotIndexedYetError` while indexing).
+            PathRefusedError: the id's path may not be served.
+            ExtractionError: an unindexed file could not be extracted.
+        """
+        doc_id, file, doc = self._load(text)
+        if doc.format != "md":
+            return Reading(doc_id, doc, render(doc))
+        data, st = self._read(file)
+        try:
+            source = decode(doc.path, data)
+        except ExtractionError:  # binary now: only the indexed text is left to serve
+            return Reading(doc_id, doc, render(doc), stale=True)
+        if doc_id.fragment is None:
+            return Reading(doc_id, doc, source)
+        section = doc.sections[0]
+        if (st.st_size, st.st_mtime_ns) != (doc.size, doc.mtime_ns):
+            # Changed since indexing: the passage is served from the file only if it is still there,
+            # word for word, wherever it has moved.
+            now = next((s for s in extract(doc.path, data).sections if s.fragment == section.fragment), None)
+            if now is None or now.text != section.text:
+                return Reading(doc_id, doc, render(doc), stale=True)
+            section = now
+        if section.line_start is None or section.line_end is None:
+            return Reading(doc_id, doc, render(doc))
+        lines = source.split("\n")[section.line_start - 1 : section.line_end]
+        return Reading(doc_id, doc, "\n".join(lines))
 
     def read_text(self, path: str) -> tuple[str, Format]:
         """The text of a document as its resource serves it, and its format.

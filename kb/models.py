@@ -161,6 +161,9 @@ class SyncReport(BaseModel):
     unchanged: int = 0
     failed: list[FileProblem] = Field(default_factory=list)
     skipped: list[SkippedFile] = Field(default_factory=list)
+    unsupported: dict[str, int] = Field(
+        default_factory=dict, description="Files of kinds kb does not read, by extension ('' for none)"
+    )
     seconds: float = 0.0
     # Which documents changed, for change notifications; not part of the JSON report.
     added_paths: list[str] = Field(default_factory=list, exclude=True)

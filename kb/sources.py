@@ -36,8 +36,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import posixpath
 import re
 import stat
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +81,9 @@ class SourceFile:
 class WalkResult:
     files: list[SourceFile] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # Files of kinds kb does not read, by lowercased extension ('' for none); hidden and ignored
+    # ones are not counted.
+    unsupported: Counter[str] = field(default_factory=Counter)
 
 
 class IgnoreRules:
@@ -305,6 +310,8 @@ class _Walker:
             except OSError:
                 return  # gone since the listing
             self._add_file(rel, st, fmt)
+        elif fmt is None and not self.rules.is_ignored(rel):
+            self.result.unsupported[posixpath.splitext(name)[1].lower()] += 1
 
     def _add_file(self, rel: str, st: os.stat_result, fmt: Format) -> None:
         problem = _file_problem(st, self._root_dev, self.max_file_bytes, self.allow_hardlinks)
@@ -344,9 +351,10 @@ def walk(
 ) -> WalkResult:
     """List the documents under `root` (or only at and below `paths`), and the files passed over.
 
-    Hidden files and folders, ignored paths and unsupported extensions are passed over quietly;
-    oversized files, non-regular files, symlinks, files with a second hard link (unless
-    `allow_hardlinks`) and names no client could spell are reported in `skipped`.
+    Hidden files and folders and ignored paths are passed over quietly; files of other kinds are
+    counted by extension in `unsupported`; oversized files, non-regular files, symlinks, files
+    with a second hard link (unless `allow_hardlinks`) and names no client could spell are
+    reported in `skipped`.
     `exclude` (the index folder, when it sits inside the root) is never entered.
     """
     walker = _Walker(root, max_file_bytes, exclude, allow_hardlinks)

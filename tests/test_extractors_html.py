@@ -134,3 +134,55 @@ def test_html_comment_left_open_at_the_end_hides_the_rest_quickly() -> None:
     doc = extract_html("open.html", b"<html><body><p>Kept</p>" + b"<!-- a " * 100_000)
     assert time.monotonic() - started < 10  # the standard parser alone took minutes on this
     assert [s.text for s in doc.sections] == ["Kept"]
+
+
+def _best_of_three(data: bytes) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        extract_html("hostile.html", data)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        b"<!-- a ",  # a comment nothing closes
+        b"<a ",  # a tag nothing closes
+        b'<p title="x ',  # an attribute quote nothing closes
+        b"</ ",  # an end tag nothing closes
+        b"<![CDATA[ ",
+        b"<! ",
+        b"<? ",
+        b"< <",
+        b"<div>",  # nesting deeper than the parser follows
+        b"<b><p>x",  # formatting elements reopened in every paragraph
+    ],
+)
+def test_html_hostile_markup_takes_time_linear_in_its_length(unit: bytes) -> None:
+    page, repeats = b"<html><body><p>Kept</p>", 16_000 // len(unit)
+    ratios = []
+    for _ in range(3):  # a busy machine can slow one measurement; a quadratic parser is slow in each
+        small, large = _best_of_three(page + unit * repeats), _best_of_three(page + unit * repeats * 10)
+        ratios.append(large / small)
+        if ratios[-1] < 20:
+            return
+    pytest.fail(f"10x the input took {min(ratios):.0f}x the time (best of {len(ratios)} tries)")
+
+
+def test_html_nesting_too_deep_to_follow_keeps_the_text_before_and_warns() -> None:
+    doc = extract_html("deep.html", b"<p>Kept</p>" + b"<div>" * 5_000 + b"lost")
+    assert doc.sections[0].text.startswith("Kept")
+    assert doc.warnings and "deeper" in doc.warnings[0]
+
+
+def test_html_line_breaks_inside_comments_still_count_for_line_ranges() -> None:
+    doc = extract_html("c.html", b"<h1>A</h1>\n<p>one<!--\n\n-->\ntwo</p>\n<h2>B</h2>\n<p>three</p>\n")
+    assert [(s.line_start, s.line_end) for s in doc.sections] == [(1, 5), (6, 7)]
+
+
+def test_html_heading_inside_a_heading_ends_the_outer_one() -> None:
+    doc = extract_html("h.html", b"<h2>Outer<h1>Inner</h1></h2><p>Body</p>")
+    assert [s.heading for s in doc.sections] == ["Outer", "Inner"]
+    assert doc.sections[-1].text == "Inner\nBody"

@@ -118,4 +118,7 @@ async def test_resource_list_with_a_bad_cursor_is_invalid_params(settings, curso
 async def test_the_document_template_is_listed(settings):
     async with connected(settings) as client:
         templates = (await client.list_resource_templates()).resource_templates
-    assert [template.uri_template for template in templates] == ["kb://doc/{+path}"]
+    assert [template.uri_template for template in templates] == [
+        "kb://doc/{+path}",
+        "kb://doc/{+path}#{fragment}",  # a passage: the url of a search result
+    ]

@@ -90,7 +90,7 @@ async def test_reads_while_the_first_sync_runs_serve_files_it_has_not_reached(se
         absent = await client.call_tool("fetch", {"id": "absent.md"})
     assert not fetched.is_error and "A fresh kangaroo note." in fetched.structured_content["text"]
     assert fetched.structured_content["title"] == "New"
-    assert passage.structured_content["text"] == "# New\nA fresh kangaroo note."
+    assert passage.structured_content["text"] == "# New\n\nA fresh kangaroo note."  # as written
     assert resource.contents[0].text == "# New\n\nA fresh kangaroo note.\n"
     assert resource.contents[0].mime_type == "text/markdown"
     assert "A fresh kangaroo note." in prompt.messages[0].content.resource.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from mcp_helpers import MODES, anyio_backend, connected, index_now, make_settings  # noqa: F401
+from mcp_helpers import INSTALL_MD, MODES, anyio_backend, connected, index_now, make_settings  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 
@@ -117,15 +117,14 @@ async def test_search_urls_follow_url_base(tmp_path):
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_fetch_returns_a_whole_document_with_markdown_headings(settings, mode):
+async def test_fetch_returns_a_whole_markdown_document_as_written(settings, mode):
     async with connected(settings, mode) as client:
         result = await client.call_tool("fetch", {"id": "guide/install.md"})
     data = result.structured_content
     assert json.loads(result.content[0].text) == data
     assert data["id"] == "guide/install.md" and data["title"] == "Install guide"
     assert data["url"] == "kb://doc/guide/install.md"
-    assert data["text"].startswith("# Install\n")
-    assert "## Linux\nUse apt to install the kangaroo package." in data["text"]
+    assert data["text"] == INSTALL_MD  # front matter, blank lines and all
     assert data["next_offset"] is None and data["total_chars"] == len(data["text"])
     assert data["metadata"]["format"] == "md" and data["metadata"]["tags"] == ["linux", "setup"]
 
@@ -133,7 +132,7 @@ async def test_fetch_returns_a_whole_document_with_markdown_headings(settings, m
 async def test_fetch_of_a_passage_returns_only_that_section(settings):
     async with connected(settings) as client:
         data = (await client.call_tool("fetch", {"id": "guide/install.md#linux"})).structured_content
-    assert data["text"] == "## Linux\nUse apt to install the kangaroo package."
+    assert data["text"] == "## Linux\n\nUse apt to install the kangaroo package."
     assert data["metadata"]["heading"] == "Install > Linux"
     assert data["url"] == "kb://doc/guide/install.md#linux"
 

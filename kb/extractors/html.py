@@ -1,10 +1,16 @@
-"""HTML (.html, .htm): visible text only, split into sections at h1-h3, with the stdlib parser."""
+"""HTML (.html, .htm): visible text only, split into sections at h1-h3, parsed by libxml2 (lxml).
+
+libxml2's HTML parser tokenizes as HTML5 does (an unclosed comment, tag or attribute quote runs to
+the end of the page, as in a browser) in one linear pass; the tree it builds is walked without
+recursion, so neither hostile markup nor deep nesting costs more than the page's length.
+"""
 
 from __future__ import annotations
 
 import codecs
 import re
-from html.parser import HTMLParser
+
+from lxml import etree
 
 from kb.extractors.markdown import Fragments
 from kb.extractors.text import count_leading_newlines, count_trailing_newlines, decode_text, file_stem
@@ -21,11 +27,13 @@ _BLOCKS = frozenset(
         "ul",
     }
 )  # fmt: skip
-_HEAD_CONTENT = frozenset({"base", "link", "meta", "noscript", "script", "style", "template", "title"})
 _CELLS = frozenset({"td", "th"})
 _WHITESPACE = re.compile(r"\s+")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 _CHARSET_SNIFF_BYTES = 4_096
+_TOO_DEEP = (
+    "the page nests elements deeper than the HTML parser follows; the text below that depth is not indexed"
+)
 
 
 def extract_html(path: str, data: bytes) -> Document:
@@ -38,24 +46,22 @@ def extract_html(path: str, data: bytes) -> Document:
         ExtractionError: the bytes are binary, not text.
     """
     text = decode_text(path, data, meta_charset(data))
-    parser = _PageParser()
-    parser.feed(_without_unclosed_comment(text))
-    parser.close()
-    parser.finish()
+    # One parser a page: lxml parsers keep their error log, and extraction may run in threads.
+    # huge_tree lifts libxml2's caps on text node size and nesting depth; the HTML parser expands
+    # no custom entities, so the cap it also lifts guards nothing here.
+    parser = etree.HTMLParser(remove_pis=True, no_network=True, huge_tree=True, default_doctype=False)
+    root = etree.fromstring(text, parser) if text.strip() else None
+    walker = _PageWalker()
+    if root is not None:
+        walker.walk(root)
+    warnings = [_TOO_DEEP] if any(e.type_name == "ERR_RESOURCE_LIMIT" for e in parser.error_log) else []
     return Document(
         path=path,
         format="html",
-        title=parser.title or parser.first_h1 or file_stem(path),
-        sections=parser.sections,
+        title=walker.title or walker.first_h1 or file_stem(path),
+        sections=walker.sections,
+        warnings=warnings,
     )
-
-
-def _without_unclosed_comment(text: str) -> str:
-    """The text up to a final `<!--` that nothing closes: such a comment runs to the end of the page
-    (as browsers read it), and the standard library's parser, searching for its end from every
-    `<!--` inside it, takes quadratic time on it."""
-    unclosed = text.find("<!--", text.rfind("-->") + 3 if "-->" in text else 0)
-    return text if unclosed == -1 else text[:unclosed]
 
 
 def meta_charset(data: bytes) -> str | None:
@@ -72,18 +78,23 @@ def meta_charset(data: bytes) -> str | None:
     return None if name.lower().replace("-", "").startswith(("utf16", "utf32")) else name
 
 
-class _PageParser(HTMLParser):
+class _PageWalker:
+    """Walks the parsed tree in document order, filling sections as the old event parser did.
+
+    Source lines: libxml2 records each element's line (that of the `>` closing its start tag);
+    text that follows is placed by counting its line breaks from there.
+    """
+
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.title: str | None = None
         self.first_h1: str | None = None
         self.sections: list[Section] = []
         self._fragments = Fragments()
-        self._hidden: list[str] = []
-        self._in_title = False
-        self._title_parts: list[str] = []
+        self._line = 1  # the source line where the next piece of text starts
+        self._hidden = 0  # depth inside invisible elements
         self._pre = 0
         self._trail: list[tuple[int, str]] = []
+        self._heading: etree._Element | None = None  # the h1-h3 being read
         self._heading_level = 0
         self._heading_parts: list[str] = []
         # The section being filled: its heading trail, fragment, first line, last text line, text.
@@ -94,19 +105,33 @@ class _PageParser(HTMLParser):
         self._sec_first: int | None = None
         self._parts: list[str] = []
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._hidden == ["head"] and tag not in _HEAD_CONTENT:
-            self._hidden.clear()  # an unclosed <head> ends where body content starts, as in browsers
-        if tag == "title" and self._hidden in ([], ["head"]):
-            self._in_title = True
-            return
-        if tag in _HIDDEN:
-            self._hidden.append(tag)
-            return
-        if self._hidden:
+    def walk(self, root: etree._Element) -> None:
+        for event, element in etree.iterwalk(root, events=("start", "end", "comment")):
+            tag = element.tag
+            if event == "comment":
+                # Kept in the tree only for the line breaks inside: its line is where it ends.
+                self._line = element.sourceline or self._line
+                self._data(element.tail)
+            elif not isinstance(tag, str):
+                continue  # an entity reference or the like
+            elif event == "start":
+                self._line = element.sourceline or self._line
+                self._start(element, tag.lower())
+                self._data(element.text)
+            else:
+                self._end(element, tag.lower())
+                self._data(element.tail)
+        self._finish()
+
+    def _start(self, element: etree._Element, tag: str) -> None:
+        if tag == "title" and self._hidden <= 1 and self.title is None:
+            # <title> sits in <head>, which is hidden; it is read whole here.
+            self.title = _collapse("".join(element.itertext())) or None
+        if tag in _HIDDEN or self._hidden:
+            self._hidden += 1
             return
         if tag in _SECTION_HEADINGS:
-            self._start_section(int(tag[1]))
+            self._start_section(element, int(tag[1]))
         elif tag in _BLOCKS:
             self._parts.append("\n")
         elif tag in _CELLS:
@@ -114,60 +139,50 @@ class _PageParser(HTMLParser):
         if tag == "pre":
             self._pre += 1
         elif tag == "img":
-            alt = dict(attrs).get("alt")
+            alt = element.get("alt")
             if alt:
                 self._text(alt)
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        # <br/>, <img/>, <svg/>: self-closed, so nothing is opened that must be closed.
-        if not self._hidden and (tag in _BLOCKS or tag == "img"):
-            self.handle_starttag(tag, attrs)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title" and self._in_title:
-            self._in_title = False
-            self.title = self.title or _collapse("".join(self._title_parts)) or None
-            return
-        if tag in self._hidden:
-            while self._hidden.pop() != tag:
-                pass
-            return
+    def _end(self, element: etree._Element, tag: str) -> None:
         if self._hidden:
+            self._hidden -= 1
             return
-        if tag == "pre" and self._pre:
+        if tag == "pre":
             self._pre -= 1
-        if tag in _SECTION_HEADINGS and self._heading_level:
+        if element is self._heading:
             self._end_heading()
         elif tag in _BLOCKS:
             self._parts.append("\n")
 
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self._title_parts.append(data)
-        elif not self._hidden:
+    def _data(self, data: str | None) -> None:
+        if not data:
+            return
+        if not self._hidden:
             self._text(data)
-            if self._heading_level:
+            if self._heading is not None:
                 self._heading_parts.append(data)
+        self._line += data.count("\n")
 
     def _text(self, text: str) -> None:
         if not text.strip():
             self._parts.append(" ")
             return
-        line, _ = self.getpos()  # where `text` starts in the source
+        line = self._line  # where `text` starts in the source
         self._sec_first = self._sec_first or line + count_leading_newlines(text)
         self._sec_end = line + text.count("\n") - count_trailing_newlines(text)
         # Outside <pre>, source line breaks are just spaces; blocks make the lines.
         self._parts.append(text if self._pre else _WHITESPACE.sub(" ", text))
 
-    def _start_section(self, level: int) -> None:
+    def _start_section(self, element: etree._Element, level: int) -> None:
+        if self._heading is not None:  # a heading inside a heading (libxml2 nests them): end the outer
+            self._end_heading()
         self._flush()
-        self._heading_level = level
+        self._heading, self._heading_level = element, level
         self._heading_parts = []
-        self._sec_start, _ = self.getpos()
-        self._sec_end = self._sec_start
+        self._sec_start = self._sec_end = self._line
 
     def _end_heading(self) -> None:
-        level, self._heading_level = self._heading_level, 0
+        level, self._heading, self._heading_level = self._heading_level, None, 0
         text = _collapse("".join(self._heading_parts))
         while self._trail and self._trail[-1][0] >= level:
             self._trail.pop()
@@ -196,9 +211,9 @@ class _PageParser(HTMLParser):
         self._parts = []
         self._sec_heading, self._sec_fragment, self._sec_first = None, "", None
 
-    def finish(self) -> None:
-        """Close the last section (and a heading left open by broken markup)."""
-        if self._heading_level:
+    def _finish(self) -> None:
+        """Close the last section (and a heading the walk left open)."""
+        if self._heading is not None:
             self._end_heading()
         self._flush()
 

@@ -31,17 +31,45 @@ def hit(
 
 
 def mark(snippet: tantivy.Snippet, body: str) -> str:
-    """The snippet's fragment with matched words wrapped in ** (Markdown bold, plain to read)."""
+    """The snippet's fragment with matched words wrapped in ** (Markdown bold, plain to read),
+    widened to whole words: Tantivy cuts at its tokens, so `KB_INDEX_DIR` could start as `DIR`."""
     ranges = snippet.highlighted()
     if not ranges:
         # Matched only in the title or heading: show where the passage starts instead.
         text = " ".join(body.split())
-        return text[:SNIPPET_CHARS].rstrip() + ("…" if len(text) > SNIPPET_CHARS else "")
-    fragment = snippet.fragment().encode("utf-8")  # Tantivy's ranges are byte offsets
+        if len(text) <= SNIPPET_CHARS:
+            return text
+        cut = text.rfind(" ", SNIPPET_CHARS - _WORD_REACH, SNIPPET_CHARS + 1)
+        return text[: cut if cut > 0 else SNIPPET_CHARS].rstrip() + "…"
+    span = snippet.fragment_range()
+    data = body.encode("utf-8")  # Tantivy's ranges are byte offsets
+    start, end = _word_start(data, span.start), _word_end(data, span.end)
+    fragment, shift = data[start:end], span.start - start
     out, last = [], 0
     for r in ranges:
-        out.append(fragment[last : r.start].decode("utf-8", "replace"))
-        out.append("**" + fragment[r.start : r.end].decode("utf-8", "replace") + "**")
-        last = r.end
+        out.append(fragment[last : r.start + shift].decode("utf-8", "replace"))
+        out.append("**" + fragment[r.start + shift : r.end + shift].decode("utf-8", "replace") + "**")
+        last = r.end + shift
     out.append(fragment[last:].decode("utf-8", "replace"))
     return " ".join("".join(out).split())
+
+
+_WORD_REACH = 40  # how far a snippet's edge may move to take in the rest of a word
+
+
+def _word_start(data: bytes, start: int) -> int:
+    """`start`, moved back to just after a whitespace (or the start) if one is within reach."""
+    floor = max(0, start - _WORD_REACH)
+    for i in range(start, floor - 1, -1):
+        if i == 0 or data[i - 1 : i].isspace():
+            return i
+    return start
+
+
+def _word_end(data: bytes, end: int) -> int:
+    """`end`, moved on to a whitespace (or the end) if one is within reach."""
+    ceiling = min(len(data), end + _WORD_REACH)
+    for i in range(end, ceiling + 1):
+        if i == len(data) or data[i : i + 1].isspace():
+            return i
+    return end

@@ -10,6 +10,7 @@ from kb.models import DocId, Format
 
 DOC_URI_PREFIX = "kb://doc/"
 DOC_TEMPLATE = DOC_URI_PREFIX + "{+path}"
+DOC_PASSAGE_TEMPLATE = DOC_TEMPLATE + "#{fragment}"
 STATUS_URI = "kb://status"
 
 MIME_TYPES: dict[Format, str] = {
@@ -55,7 +56,10 @@ def mime_type_for_uri(uri: str) -> str | None:
     """The MIME type of what a `kb://doc/...` URI serves, from the file's extension."""
     doc_id = parse_doc_uri(uri)
     fmt = format_for(doc_id.path) if doc_id is not None else None
-    return MIME_TYPES[fmt] if fmt is not None else None
+    if fmt is None:
+        return None
+    # A passage is extracted text, except in Markdown, which it is served as written.
+    return "text/plain" if doc_id is not None and doc_id.fragment and fmt != "md" else MIME_TYPES[fmt]
 
 
 def iso_mtime(mtime_ns: int) -> str:

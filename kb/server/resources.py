@@ -1,4 +1,5 @@
-"""MCP resources: every indexed file under `kb://doc/{+path}`, a paged listing, and `kb://status`."""
+"""MCP resources: every indexed file under `kb://doc/{+path}`, each passage under
+`kb://doc/{+path}#{fragment}`, a paged listing, and `kb://status`."""
 
 from __future__ import annotations
 
@@ -15,10 +16,18 @@ from mcp_types import INVALID_PARAMS, Annotations, ListResourcesResult, Paginate
 
 from kb.errors import DocumentNotFoundError, ExtractionError, PathRefusedError
 from kb.library import Library
-from kb.models import ManifestEntry
+from kb.models import DocId, ManifestEntry
 from kb.server import _cursor, _sdk_compat
 from kb.server._runtime import library_of
-from kb.server._uris import DOC_TEMPLATE, MIME_TYPES, STATUS_URI, doc_uri, iso_mtime, mime_type_for_uri
+from kb.server._uris import (
+    DOC_PASSAGE_TEMPLATE,
+    DOC_TEMPLATE,
+    MIME_TYPES,
+    STATUS_URI,
+    doc_uri,
+    iso_mtime,
+    mime_type_for_uri,
+)
 
 if TYPE_CHECKING:
     from kb.server._runtime import KbRuntime
@@ -37,7 +46,8 @@ def register_resources(server: MCPServer[Any], runtime: KbRuntime) -> None:
         title="Document",
         description=(
             "An indexed document by its path relative to the knowledge base root. Markdown, text "
-            "and HTML come as written; PDF as extracted text with '--- page N ---' markers."
+            "and HTML come as written; PDF as extracted text with '--- page N ---' markers. "
+            "One passage of it is kb://doc/{path}#{fragment}, the url that search results give."
         ),
         mime_type="text/plain",
     )
@@ -48,6 +58,30 @@ def register_resources(server: MCPServer[Any], runtime: KbRuntime) -> None:
         except (DocumentNotFoundError, PathRefusedError, ExtractionError) as exc:
             raise ResourceNotFoundError(f"{exc}") from exc
         return text
+
+    # The SDK matches `{+path}` up to a '#' (a '#' inside a path is %-encoded), and allows one
+    # multi-segment variable per template: a passage's URI is matched by a template of its own.
+    @server.resource(
+        DOC_PASSAGE_TEMPLATE,
+        name="passage",
+        title="Passage",
+        description=(
+            "One passage of an indexed document: the url of a search result, kb://doc/{path}#{fragment} "
+            "(e.g. kb://doc/guide/install.md#linux, kb://doc/manual.pdf#page-3). Markdown comes as "
+            "written, the passage's own lines; other formats as extracted text. An empty fragment "
+            "names the whole document."
+        ),
+        mime_type="text/plain",
+    )
+    async def passage(path: str, fragment: str, ctx: Context) -> str:
+        library = library_of(ctx)
+        if not fragment:
+            return await document(path, ctx)
+        try:
+            reading = await anyio.to_thread.run_sync(library.read, DocId(path, fragment))
+        except (DocumentNotFoundError, PathRefusedError, ExtractionError) as exc:
+            raise ResourceNotFoundError(f"{exc}") from exc
+        return reading.text
 
     # A static resource function cannot take a Context (the SDK refuses it), so this one reaches
     # the state through the runtime that owns it; the runtime is per server, not global.

@@ -22,7 +22,6 @@ from pydantic_core import to_json
 from kb import sources
 from kb.errors import KbError, PathRefusedError
 from kb.index import MAX_QUERY_CHARS
-from kb.library import render
 from kb.models import DocId, Format, SearchResults
 from kb.server import _cursor
 from kb.server._runtime import library_of
@@ -37,6 +36,7 @@ logger = logging.getLogger(__name__)
 MAX_LIMIT = 50
 MAX_FETCH_CHARS = 100_000
 DEFAULT_FETCH_CHARS = 20_000
+_WORD_BACKOFF = 200  # how far a page's end may move back to fall between words
 APPROXIMATE_NOTICE = (
     "Some words of the query matched nothing as written; these results use the nearest spellings "
     "found in the documents"
@@ -89,7 +89,10 @@ class FetchOutput(BaseModel):
     title: str
     text: str = Field(description="The text from offset on, at most max_chars characters")
     url: str
-    metadata: dict[str, Any] = Field(description="path, format, tags, size, modified, and heading/page/lines")
+    metadata: dict[str, Any] = Field(
+        description="path, format, tags, size, modified, and heading/page/lines; stale: true when the "
+        "file changed since indexing and the passage is served as indexed"
+    )
     next_offset: int | None = Field(description="Pass as offset to read on; null when the text is complete")
     total_chars: int = Field(description="Length of the whole text")
 
@@ -200,8 +203,9 @@ def register_tools(server: MCPServer[Any]) -> None:
         description=(
             "Read the text of a document or one passage by the id that search returned ('path' for the "
             "whole document, 'path#fragment' for one passage). Long texts come in pages of max_chars: "
-            "when next_offset is not null, call fetch again with offset=next_offset. Markdown headings "
-            "appear as '#' lines, PDF pages are marked '--- page N ---'."
+            "when next_offset is not null, call fetch again with offset=next_offset. Markdown comes as "
+            "written (a passage is its own lines of the file, code fences and tables included); in "
+            "other formats headings appear as '#' lines and PDF pages are marked '--- page N ---'."
         ),
         annotations=READ_ONLY,
     )
@@ -215,12 +219,12 @@ def register_tools(server: MCPServer[Any]) -> None:
     ) -> Annotated[CallToolResult, FetchOutput]:
         library = library_of(ctx)
         with _as_tool_error():
-            doc_id, doc = await anyio.to_thread.run_sync(library.load, id)
-        text = render(doc)
+            reading = await anyio.to_thread.run_sync(library.read, id)
+        doc_id, doc, text = reading.doc_id, reading.doc, reading.text
         total = len(text)
         if offset > total or (offset == total and total > 0):
             raise ToolError(f"offset {offset} is past the end of {id!r} ({total} characters); start from 0")
-        chunk = text[offset : offset + max_chars]
+        chunk = _page(text, offset, max_chars)
         end = offset + len(chunk)
         metadata: dict[str, Any] = {
             "path": doc.path,
@@ -241,6 +245,8 @@ def register_tools(server: MCPServer[Any]) -> None:
             metadata.update({k: v for k, v in passage.items() if v is not None})
         else:
             metadata["sections"] = len(doc.sections)
+        if reading.stale:
+            metadata["stale"] = True
         output = FetchOutput(
             id=id,
             title=doc.title,
@@ -257,6 +263,19 @@ def _approximate_notice(corrections: dict[str, list[str]]) -> str:
     """Which words were replaced, by what: "... documents: 'pakage' -> packag; 'zzyzx' -> nothing."."""
     named = "; ".join(f"{word!r} -> {', '.join(near) or 'nothing'}" for word, near in corrections.items())
     return f"{APPROXIMATE_NOTICE}: {named}." if named else f"{APPROXIMATE_NOTICE}."
+
+
+def _page(text: str, offset: int, max_chars: int) -> str:
+    """At most `max_chars` of `text` from `offset`, ending after a whitespace rather than inside a
+    word when one is near the cut (a word longer than that, a URL say, is cut where it must be)."""
+    end = offset + max_chars
+    if end >= len(text) or text[end].isspace() or text[end - 1].isspace():
+        return text[offset:end]
+    near = max(offset, end - min(_WORD_BACKOFF, max_chars // 4))
+    for cut in range(end - 1, near, -1):
+        if text[cut - 1].isspace():
+            return text[offset:cut]
+    return text[offset:end]
 
 
 def _result(data: dict[str, Any]) -> CallToolResult:
