@@ -12,7 +12,7 @@ import tantivy
 
 from kb.models import Document, ManifestEntry, Section
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def build_schema() -> tantivy.Schema:
