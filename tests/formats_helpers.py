@@ -20,6 +20,14 @@ GUIDE_WORDS = {
     "cormorant": "Maintenance > Cleaning the glass",  # under a Heading 4: a line, not a section
 }
 GUIDE_TITLE = "Field Guide to Lanterns"
+# The heading trails of guide.md's sections to level 3, after its intro (the level-4 heading is not one).
+GUIDE_HEADINGS = [
+    "Installing",
+    "Installing > Linux",
+    "Installing > Windows",
+    "Maintenance",
+    "Maintenance > Cleaning the glass",
+]
 
 
 def fixture(name: str) -> bytes:

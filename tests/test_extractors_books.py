@@ -6,6 +6,7 @@ import json
 
 import pytest
 from formats_helpers import (
+    GUIDE_HEADINGS,
     GUIDE_TITLE,
     GUIDE_WORDS,
     corrupted,
@@ -24,14 +25,7 @@ from kb.extractors import extract
 def test_epub_chapters_come_in_spine_order_with_headings_under_their_chapter():
     document = extract("guide.epub", fixture("guide.epub"))
     assert document.title == GUIDE_TITLE
-    headings = [s.heading for s in document.sections]
-    assert headings[-5:] == [
-        "Installing",
-        "Installing > Linux",
-        "Installing > Windows",
-        "Maintenance",
-        "Maintenance > Cleaning the glass",
-    ]
+    assert [s.heading for s in document.sections][-5:] == GUIDE_HEADINGS
     assert len({s.fragment for s in document.sections}) == len(document.sections)
 
 
@@ -110,11 +104,7 @@ def test_rst_sections_are_real_sections_by_title_with_their_lines():
     assert (document.title, document.format) == (GUIDE_TITLE, "rst")
     assert [s.heading for s in document.sections] == [
         None,
-        "Installing",
-        "Installing > Linux",
-        "Installing > Windows",
-        "Maintenance",
-        "Maintenance > Cleaning the glass",
+        *GUIDE_HEADINGS,
         "Maintenance > Cleaning the glass > A deeper note",  # every depth, as Markdown's
     ]
     lines = fixture("guide.rst").decode().split("\n")

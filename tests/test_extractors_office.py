@@ -6,7 +6,15 @@ import io
 import zipfile
 
 import pytest
-from formats_helpers import GUIDE_TITLE, GUIDE_WORDS, corrupted, fixture, section_of, truncated
+from formats_helpers import (
+    GUIDE_HEADINGS,
+    GUIDE_TITLE,
+    GUIDE_WORDS,
+    corrupted,
+    fixture,
+    section_of,
+    truncated,
+)
 
 from kb.errors import ExtractionError
 from kb.extractors import extract
@@ -20,14 +28,7 @@ DECKS = ["deck.pandoc.pptx", "deck.libreoffice.pptx"]
 def test_headings_1_to_3_open_sections_with_their_trails(name):
     document = extract(name, fixture(name))
     assert document.title == GUIDE_TITLE
-    assert [s.heading for s in document.sections] == [
-        None,
-        "Installing",
-        "Installing > Linux",
-        "Installing > Windows",
-        "Maintenance",
-        "Maintenance > Cleaning the glass",
-    ]
+    assert [s.heading for s in document.sections] == [None, *GUIDE_HEADINGS]
     assert [s.fragment for s in document.sections][:3] == ["intro", "installing", "linux"]
 
 
@@ -120,3 +121,21 @@ def test_heading_styles_are_recognized_whatever_their_case():
     document = extract("report.docx", buffer.getvalue())
     assert document.title == "Overview"
     assert [s.heading for s in document.sections] == ["Overview", "Overview > Detail"]
+
+
+def test_an_external_entity_in_odf_xml_is_not_resolved(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outsideword")
+    content = (
+        f'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file://{secret}">]>'
+        '<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"><office:body><office:text>'
+        "<text:p>inside &x; words</text:p></office:text></office:body></office:document-content>"
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.text")
+        archive.writestr("content.xml", content)
+    document = extract("entity.odt", out.getvalue())
+    text = "\n".join(s.text for s in document.sections)
+    assert "inside" in text and "outsideword" not in text
