@@ -23,7 +23,7 @@ from kb.errors import ExtractionError, PathRefusedError, RootMissingError
 from kb.extract_pool import ExtractionPool
 from kb.extractors import extract, extractor_modules
 from kb.index import IndexBatch, SearchIndex
-from kb.models import Document, FileProblem, ManifestEntry, SkippedFile, SyncReport
+from kb.models import RENDERED_FORMATS, Document, FileProblem, ManifestEntry, SkippedFile, SyncReport
 from kb.sources import NOT_FOUND, SourceFile, read_inside, walk
 
 logger = logging.getLogger(__name__)
@@ -80,14 +80,14 @@ def _crashed() -> Loaded:
 
 def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, root: str) -> Iterator[Loaded]:
     """Load every file of `todo`, in order: in worker processes when it pays or when a file needs a
-    time budget (pypdf can spin on hostile files, and large files are where hostile markup hurts),
-    else inline."""
+    time budget (pypdf can spin on hostile files, Office and EPUB parsers unpack whole archives, and
+    large files are where hostile markup hurts), else inline."""
     jobs = settings.jobs or os.cpu_count() or 1
     total_bytes = sum(s.size for s, _ in todo)
     small = len(todo) < PARALLEL_MIN_FILES or total_bytes < PARALLEL_MIN_BYTES
     cap, hardlinks = settings.max_file_bytes, settings.allow_hardlinks
     tasks = [(root, source.path, known, cap, hardlinks) for source, known in todo]
-    if small and not any(s.format == "pdf" or s.size > INLINE_MAX_BYTES for s, _ in todo):
+    if small and not any(s.format in RENDERED_FORMATS or s.size > INLINE_MAX_BYTES for s, _ in todo):
         for task in tasks:
             yield _load(*task)
         return

@@ -21,7 +21,15 @@ from kb.config import Settings
 from kb.errors import DocumentNotFoundError, ExtractionError, KbError, NotIndexedYetError, PathRefusedError
 from kb.extractors import decode, extract, format_for
 from kb.index import DEFAULT_RANKING, Ranking, SearchIndex
-from kb.models import DocId, Format, ManifestEntry, SearchResults, StoredDocument, SyncReport
+from kb.models import (
+    RENDERED_FORMATS,
+    DocId,
+    Format,
+    ManifestEntry,
+    SearchResults,
+    StoredDocument,
+    SyncReport,
+)
 from kb.watcher import Watcher
 
 logger = logging.getLogger(__name__)
@@ -285,8 +293,9 @@ class Library:
     def read_text(self, path: str) -> tuple[str, Format]:
         """The text of a document as its resource serves it, and its format.
 
-        Markdown, text and HTML are the file as written (read again, through confinement, decoded as
-        the extractors decode it); a PDF is its page-marked extracted text. While the first sync
+        Markdown, text, reStructuredText and HTML are the file as written (read again, through
+        confinement, decoded as the extractors decode it); a file that is not text (`RENDERED_FORMATS`:
+        PDF, Office, EPUB, notebooks) is its extracted text, see `render`. While the first sync
         runs, a text file it has not reached yet is read from disk all the same.
 
         Raises:
@@ -301,12 +310,12 @@ class Library:
             unindexed = format_for(path)
             if not self.syncing or unindexed is None:
                 raise
-            if unindexed == "pdf":
+            if unindexed in RENDERED_FORMATS:
                 raise NotIndexedYetError(path) from None
             fmt = unindexed
         else:
-            if doc.format == "pdf":
-                return render(doc), "pdf"
+            if doc.format in RENDERED_FORMATS:
+                return render(doc), doc.format
             fmt = doc.format  # the text is the file as written
         data, _ = self._read(file)
         return decode(path, data), fmt
@@ -314,15 +323,16 @@ class Library:
     def _extract_unindexed(self, doc_id: DocId, file: Path) -> StoredDocument:
         """A file the running first sync has not indexed yet, extracted the way the sync would.
 
-        Markdown, text and HTML extract in microseconds and are bounded by the size cap, so they are
-        served at once. A PDF is not: its extraction can spin for minutes, and only the sync's worker
-        processes can stop it, so the model is told to try again shortly instead.
+        Markdown, text, reStructuredText and HTML extract in microseconds and are bounded by the size
+        cap, so they are served at once. The `RENDERED_FORMATS` are not: a PDF's extraction can spin
+        for minutes, an Office file or EPUB unpacks a whole archive, and only the sync's worker
+        processes can stop them, so the model is told to try again shortly instead.
         """
         path = doc_id.path
         fmt = format_for(path)
         if fmt is None:  # the walk passes over other extensions; so does every read
             raise DocumentNotFoundError(str(doc_id))
-        if fmt == "pdf":
+        if fmt in RENDERED_FORMATS:
             raise NotIndexedYetError(str(doc_id))
         data, st = self._read(file)
         document = extract(path, data)
@@ -347,17 +357,19 @@ class Library:
 
 
 def render(doc: StoredDocument) -> str:
-    """A document's indexed text, sections in order: headings as Markdown, PDF pages marked.
+    """A document's indexed text, sections in order: headings as Markdown, pages and slides marked.
 
-    This is what `fetch` pages through and what a PDF resource serves. Markdown and HTML sections
-    start with their heading's own words; they become a `#` line at the heading trail's depth.
+    This is what `fetch` pages through and what the resource of a `RENDERED_FORMATS` file serves.
+    A section under a heading starts with the heading's own words; they become a `#` line at the
+    heading trail's depth.
     """
     blocks: list[str] = []
+    marker = "slide" if doc.format == "pptx" else "page"
     for section in doc.sections:
         text = section.text
-        if doc.format == "pdf" and section.page is not None:
-            blocks.append(f"--- page {section.page} ---\n{text}")
-        elif section.heading and doc.format in ("md", "html"):
+        if section.page is not None:
+            blocks.append(f"--- {marker} {section.page} ---\n{text}")
+        elif section.heading:
             trail = section.heading.split(" > ")
             first, _, rest = text.partition("\n")
             body = rest if first.strip() == trail[-1].strip() else text

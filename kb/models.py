@@ -9,8 +9,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-Format = Literal["md", "txt", "pdf", "html"]
-FORMATS: tuple[Format, ...] = ("md", "txt", "pdf", "html")
+Format = Literal["md", "txt", "pdf", "html", "docx", "odt", "pptx", "epub", "ipynb", "rst"]
+FORMATS: tuple[Format, ...] = ("md", "txt", "pdf", "html", "docx", "odt", "pptx", "epub", "ipynb", "rst")
+RENDERED_FORMATS: frozenset[Format] = frozenset({"pdf", "docx", "odt", "pptx", "epub", "ipynb"})
+"""Formats whose file is not text a reader takes as written (a PDF, a zip of XML, a notebook's JSON
+with its outputs): their resource serves the extracted text instead, and they are extracted in a
+worker process, within the time budget, since their parsers unpack and build far more than the
+file's bytes."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class Section(BaseModel):
         description="Stable id of the passage within its document, e.g. 'install-linux' or 'page-3'"
     )
     heading: str | None = Field(default=None, description="Heading trail, e.g. 'Install > Linux'")
-    page: int | None = Field(default=None, description="PDF page number, counting from 1")
+    page: int | None = Field(default=None, description="PDF page or slide number, counting from 1")
     text: str
     line_start: int | None = Field(
         default=None, description="First line of the passage in the file (1-based)"

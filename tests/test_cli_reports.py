@@ -12,13 +12,13 @@ from test_cli import kb
 def office_folder(tmp_path: Path) -> Path:
     root = tmp_path / "office"
     (root / "decks").mkdir(parents=True)
-    for name in ("plan.docx", "budget.DOCX", "notes.docx", "decks/q3.pptx", "LICENSE"):
+    for name in ("plan.xlsx", "budget.XLSX", "notes.xlsx", "decks/q3.key", "LICENSE"):
         (root / name).write_bytes(b"PK\x03\x04 not read")
     (root / ".git").mkdir()
-    (root / ".git" / "index.docx").write_bytes(b"hidden")
+    (root / ".git" / "index.xlsx").write_bytes(b"hidden")
     (root / ".gitignore").write_text("drafts/\n")
     (root / "drafts").mkdir()
-    (root / "drafts" / "old.docx").write_bytes(b"ignored")
+    (root / "drafts" / "old.xlsx").write_bytes(b"ignored")
     return root
 
 
@@ -27,7 +27,7 @@ def test_index_of_a_folder_with_nothing_it_reads_says_what_it_saw(tmp_path: Path
     assert run.exit_code == 0
     line = run.stderr.strip().splitlines()[-1]
     assert "no documents in" in line and "saw 5 files" in line
-    assert "3 .docx, 1 (no extension), 1 .pptx" in line
+    assert "3 .xlsx, 1 (no extension), 1 .key" in line
     assert ".md .markdown" in line  # what it would read
 
 
@@ -36,7 +36,7 @@ def test_index_json_counts_unsupported_files_by_extension_and_not_hidden_or_igno
 ) -> None:
     run = kb("index", office_folder(tmp_path), "--index-dir", tmp_path / "idx", "--json")
     report = json.loads(run.stdout)
-    assert report["unsupported"] == {"": 1, ".docx": 3, ".pptx": 1}
+    assert report["unsupported"] == {"": 1, ".xlsx": 3, ".key": 1}
     assert report["added"] == 0 and report["skipped"] == []  # hidden and ignored are passed over quietly
 
 

@@ -186,3 +186,10 @@ def test_html_heading_inside_a_heading_ends_the_outer_one() -> None:
     doc = extract_html("h.html", b"<h2>Outer<h1>Inner</h1></h2><p>Body</p>")
     assert [s.heading for s in doc.sections] == ["Outer", "Inner"]
     assert doc.sections[-1].text == "Inner\nBody"
+
+
+def test_an_xhtml_page_that_declares_its_encoding_is_read() -> None:
+    page = b'<?xml version="1.0" encoding="utf-8"?>\n' + "<html><body><h1>Café</h1><p>open late</p></body></html>".encode()
+    doc = extract_html("page.xhtml", page)
+    assert doc.title == "Café"
+    assert "open late" in doc.sections[0].text

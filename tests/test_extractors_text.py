@@ -11,18 +11,20 @@ import kb.extractors
 from kb.errors import ExtractionError
 from kb.extractors import EXTENSIONS, extract, format_for
 from kb.extractors.text import SECTION_CHARS, extract_text
+from kb.models import FORMATS
 
 
 def test_format_for_maps_extensions_case_insensitively() -> None:
     assert format_for("a/B.MD") == "md"
     assert format_for("x.markdown") == "md"
-    assert [format_for(f"f.{ext}") for ext in ("txt", "text", "rst", "log")] == ["txt"] * 4
+    assert [format_for(f"f.{ext}") for ext in ("txt", "text", "log")] == ["txt"] * 3
+    assert [format_for(f"f.{ext}") for ext in ("rst", "REST")] == ["rst"] * 2
     assert format_for("manual.Pdf") == "pdf"
     assert format_for("page.htm") == "html"
     assert format_for("page.HTML") == "html"
     assert format_for("archive.tar.gz") is None
     assert format_for("Makefile") is None
-    assert set(EXTENSIONS.values()) == {"md", "txt", "pdf", "html"}
+    assert set(EXTENSIONS.values()) == set(FORMATS)
 
 
 def test_extract_refuses_an_unsupported_extension() -> None:

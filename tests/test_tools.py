@@ -92,7 +92,7 @@ async def test_search_filters_by_format_and_folder(settings):
         ({"path": "../outside"}, ".."),
         ({"path": "/etc"}, "relative"),
         ({"limit": 51}, "limit"),
-        ({"formats": ["docx"]}, "formats"),
+        ({"formats": ["xlsx"]}, "formats"),
     ],
 )
 async def test_search_with_bad_arguments_is_a_tool_error_saying_what_to_fix(settings, args, message):

@@ -4,7 +4,8 @@
     extract("guide/install.md", data)       -> Document(title=..., sections=[...])
 
 `extract` raises `ExtractionError` for a file that cannot be indexed (binary bytes under a text
-extension, a corrupt or password-protected PDF); everything else, including empty files and odd
+extension, a corrupt, truncated or password-protected PDF, Office file or e-book, a notebook that
+is not JSON); everything else, including empty files and odd
 encodings, becomes a Document.
 """
 
@@ -26,23 +27,36 @@ EXTENSIONS: Mapping[str, Format] = MappingProxyType(
         ".markdown": "md",
         ".txt": "txt",
         ".text": "txt",
-        ".rst": "txt",
         ".log": "txt",
+        ".rst": "rst",
+        ".rest": "rst",
         ".pdf": "pdf",
         ".html": "html",
         ".htm": "html",
+        ".docx": "docx",
+        ".odt": "odt",
+        ".pptx": "pptx",
+        ".epub": "epub",
+        ".ipynb": "ipynb",
     }
 )
 """File extensions kb indexes (lowercase, with the dot) and the format of each."""
 
-# Imported on first use: pypdf and markdown-it cost a third of a second to import, which commands
-# that never extract (`kb status`, `kb search`, a no-change `kb index`) should not pay.
+# Imported on first use: pypdf and markdown-it cost a third of a second to import (docutils,
+# python-docx, python-pptx, ebooklib and nbformat as much again), which commands that never
+# extract (`kb status`, `kb search`, a no-change `kb index`) should not pay.
 _EXTRACTORS: Mapping[Format, tuple[str, str]] = MappingProxyType(
     {
         "md": ("kb.extractors.markdown", "extract_markdown"),
         "txt": ("kb.extractors.text", "extract_text"),
         "pdf": ("kb.extractors.pdf", "extract_pdf"),
         "html": ("kb.extractors.html", "extract_html"),
+        "docx": ("kb.extractors.docx", "extract_docx"),
+        "odt": ("kb.extractors.odt", "extract_odt"),
+        "pptx": ("kb.extractors.pptx", "extract_pptx"),
+        "epub": ("kb.extractors.epub", "extract_epub"),
+        "ipynb": ("kb.extractors.ipynb", "extract_ipynb"),
+        "rst": ("kb.extractors.rst", "extract_rst"),
     }
 )
 
@@ -63,7 +77,7 @@ def extract(path: str, data: bytes) -> Document:
 
     Raises:
         ExtractionError: the file cannot be indexed; `reason` says why (unsupported extension,
-            binary content, corrupt or encrypted PDF).
+            binary content, a corrupt, truncated or encrypted PDF, Office file or EPUB...).
     """
     fmt = format_for(path)
     if fmt is None:
@@ -74,8 +88,9 @@ def extract(path: str, data: bytes) -> Document:
 
 
 def decode(path: str, data: bytes) -> str:
-    """The text of a Markdown, text or HTML file as written, decoded as its extractor decodes it
-    (a byte-order mark, an HTML meta charset, UTF-8, cp1252, Latin-1), line ends made `\\n`.
+    """The text of a Markdown, text, reStructuredText or HTML file as written, decoded as its
+    extractor decodes it (a byte-order mark, an HTML meta charset, UTF-8, cp1252, Latin-1), line
+    ends made `\\n`.
 
     Raises:
         ExtractionError: the bytes are binary, not text.

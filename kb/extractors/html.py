@@ -30,6 +30,7 @@ _BLOCKS = frozenset(
 _CELLS = frozenset({"td", "th"})
 _WHITESPACE = re.compile(r"\s+")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_XML_DECLARATION = re.compile(r"\A\s*<\?xml[^>]*\?>")
 _CHARSET_SNIFF_BYTES = 4_096
 _TOO_DEEP = (
     "the page nests elements deeper than the HTML parser follows; the text below that depth is not indexed"
@@ -50,6 +51,8 @@ def extract_html(path: str, data: bytes) -> Document:
     # huge_tree lifts libxml2's caps on text node size and nesting depth; the HTML parser expands
     # no custom entities, so the cap it also lifts guards nothing here.
     parser = etree.HTMLParser(remove_pis=True, no_network=True, huge_tree=True, default_doctype=False)
+    # lxml refuses a str that still declares its encoding (XHTML, EPUB chapters); it is decoded already.
+    text = _XML_DECLARATION.sub("", text, count=1)
     root = etree.fromstring(text, parser) if text.strip() else None
     walker = _PageWalker()
     if root is not None:

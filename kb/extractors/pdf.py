@@ -15,7 +15,7 @@ from pypdf import PasswordType, PdfReader
 from pypdf.errors import PyPdfError
 
 from kb.errors import ExtractionError
-from kb.extractors.text import file_stem
+from kb.extractors.text import file_stem, metadata_title
 from kb.models import Document, Section
 
 # pypdf raises many unrelated exception types on malformed input (a KeyError for a missing
@@ -38,12 +38,6 @@ _PDF_ERRORS: tuple[type[BaseException], ...] = (
 )
 _SPACES = re.compile(r"[ \t\xa0]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
-_JUNK_TITLES = frozenset(
-    {"untitled", "untitled document", "title", "document", "no title", "none", "unknown"}
-)
-_FILE_NAME_TITLE = re.compile(
-    r"(microsoft \w+ - .*|.*\.(docx?|pdf|tex|dvi|ps|txt|odt|rtf|pptx?|xlsx?|indd|qxd|html?))", re.IGNORECASE
-)
 _TITLE_MAX = 120
 _REASON_MAX = 200
 
@@ -104,12 +98,7 @@ def _metadata_title(reader: PdfReader) -> str | None:
         raw = metadata.title if metadata is not None else None
     except _PDF_ERRORS:
         return None  # a broken Info dictionary costs the title, not the document
-    if not isinstance(raw, str):
-        return None
-    title = _SPACES.sub(" ", _CONTROL.sub("", raw)).strip()
-    if not title or title.lower() in _JUNK_TITLES or _FILE_NAME_TITLE.fullmatch(title):
-        return None
-    return title[:_TITLE_MAX]
+    return metadata_title(_CONTROL.sub("", raw)) if isinstance(raw, str) else None
 
 
 def _first_line(sections: list[Section]) -> str | None:

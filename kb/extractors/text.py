@@ -1,4 +1,4 @@
-"""Plain text (.txt, .text, .rst, .log): paragraphs grouped into bounded sections.
+"""Plain text (.txt, .text, .log): paragraphs grouped into bounded sections.
 
 Also home to the byte-to-str decoding that the Markdown and HTML extractors share, so every text
 format treats encodings and binary content the same way.
@@ -30,11 +30,31 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 )
 _UNDERLINE = re.compile(r"([=\-~#*+^\"'`:._])\1{2,}[ \t]*")
 _TITLE_MAX = 120
+_JUNK_TITLES = frozenset(
+    {
+        "untitled", "untitled document", "title", "document", "no title", "none", "unknown",
+        "powerpoint presentation", "presentation", "slide 1",
+    }
+)  # fmt: skip
+_FILE_NAME_TITLE = re.compile(
+    r"(microsoft \w+ - .*|.*\.(docx?|pdf|tex|dvi|ps|txt|odt|odp|rtf|pptx?|xlsx?|indd|qxd|html?|epub))",
+    re.IGNORECASE,
+)
+_SPACES = re.compile(r"\s+")
 
 
 def file_stem(path: str) -> str:
     """The file name without its extension: the title of last resort."""
     return posixpath.splitext(posixpath.basename(path))[0] or posixpath.basename(path)
+
+
+def metadata_title(raw: str | None) -> str | None:
+    """A title from a file's metadata (PDF /Title, Office core properties, EPUB dc:title), spaces
+    collapsed, or None when it is empty or the junk that tools leave there ("Untitled", a file name)."""
+    title = _SPACES.sub(" ", raw or "").strip()
+    if not title or title.lower() in _JUNK_TITLES or _FILE_NAME_TITLE.fullmatch(title):
+        return None
+    return title[:_TITLE_MAX]
 
 
 def decode_text(path: str, data: bytes, encoding: str | None = None) -> str:

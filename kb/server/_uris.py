@@ -17,7 +17,15 @@ MIME_TYPES: dict[Format, str] = {
     "md": "text/markdown",
     "txt": "text/plain",
     "html": "text/html",
-    "pdf": "text/plain",  # served as its extracted text, one marked block per page
+    "rst": "text/x-rst",
+    # Served as their extracted text (see `RENDERED_FORMATS`): pages and slides as marked blocks,
+    # the others with their headings as Markdown.
+    "pdf": "text/plain",
+    "pptx": "text/plain",
+    "docx": "text/markdown",
+    "odt": "text/markdown",
+    "epub": "text/markdown",
+    "ipynb": "text/markdown",
 }
 
 

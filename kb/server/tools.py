@@ -22,7 +22,7 @@ from pydantic_core import to_json
 from kb import sources
 from kb.errors import KbError, PathRefusedError
 from kb.index import MAX_QUERY_CHARS
-from kb.models import DocId, Format, SearchResults
+from kb.models import FORMATS, DocId, Format, SearchResults
 from kb.server import _cursor
 from kb.server._runtime import library_of
 from kb.server._uris import doc_url, iso_mtime
@@ -124,7 +124,14 @@ def register_tools(server: MCPServer[Any]) -> None:
         path: Annotated[
             str | None, Field(max_length=1024, description="Folder prefix ('notes/') or glob ('**/*.pdf')")
         ] = None,
-        formats: Annotated[list[Format] | None, Field(max_length=4, description="Only these formats")] = None,
+        formats: Annotated[
+            list[Format] | None,
+            Field(
+                max_length=len(FORMATS),
+                description="Only these formats: md, txt, rst, html, pdf, docx (Word), odt "
+                "(OpenDocument), pptx (slides), epub (e-books), ipynb (Jupyter notebooks)",
+            ),
+        ] = None,
         tags: Annotated[
             list[Annotated[str, Field(max_length=200)]] | None,
             Field(max_length=20, description="Only documents with all these front matter tags"),
