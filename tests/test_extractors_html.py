@@ -189,7 +189,8 @@ def test_html_heading_inside_a_heading_ends_the_outer_one() -> None:
 
 
 def test_an_xhtml_page_that_declares_its_encoding_is_read() -> None:
-    page = b'<?xml version="1.0" encoding="utf-8"?>\n' + "<html><body><h1>Café</h1><p>open late</p></body></html>".encode()
+    body = "<html><body><h1>Café</h1><p>open late</p></body></html>"
+    page = b'<?xml version="1.0" encoding="utf-8"?>\n' + body.encode()
     doc = extract_html("page.xhtml", page)
     assert doc.title == "Café"
     assert "open late" in doc.sections[0].text
