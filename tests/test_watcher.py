@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from watch_helpers import Live
+from watch_helpers import Live, kb_status
 
 from kb.config import Settings
 from kb.index import SearchIndex
@@ -126,17 +125,6 @@ def test_a_concurrent_kb_index_run_succeeds_beside_the_watcher(live: Live) -> No
     assert run.returncode == 0, run.stderr
     live.wait_until(lambda: len(live.paths()) == 51, "every file from both writers")
     assert len(live.found("watched")) == 10
-
-
-def kb_status(index_dir: Path) -> dict[str, object]:
-    run = subprocess.run(
-        [sys.executable, "-m", "kb", "status", "--index-dir", str(index_dir), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout)
 
 
 def test_kb_status_shows_the_running_watcher_and_its_last_commit(live: Live) -> None:

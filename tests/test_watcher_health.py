@@ -4,16 +4,13 @@ thread. A real watchdog observer on a temp folder over a real index; waits are b
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from watch_helpers import TIMEOUT, Live
+from watch_helpers import TIMEOUT, Live, kb_status
 
 from kb.models import SyncReport
 
@@ -29,17 +26,6 @@ def live(tmp_path: Path) -> Iterator[Live]:
     state.watcher.start()
     yield state
     state.watcher.stop()
-
-
-def kb_status(index_dir: Path) -> dict[str, object]:
-    run = subprocess.run(
-        [sys.executable, "-m", "kb", "status", "--index-dir", str(index_dir), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout)
 
 
 def wait_for_kb_status(index_dir: Path, watcher_state: str) -> dict[str, object]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -59,3 +62,15 @@ class Live:
 
     def found(self, query: str) -> list[str]:
         return [h.path for h in self.index.search(query).results]
+
+
+def kb_status(index_dir: Path) -> dict[str, object]:
+    """`kb status --json` from another process, as an operator would run it."""
+    run = subprocess.run(
+        [sys.executable, "-m", "kb", "status", "--index-dir", str(index_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
