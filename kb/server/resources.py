@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio.to_thread
@@ -45,18 +47,17 @@ def register_resources(server: MCPServer[Any], runtime: KbRuntime) -> None:
         name="document",
         title="Document",
         description=(
-            "An indexed document by its path relative to the knowledge base root. Markdown, text "
-            "and HTML come as written; PDF as extracted text with '--- page N ---' markers. "
+            "An indexed document by its path relative to the knowledge base root. Markdown, text, "
+            "reST and HTML come as written; PDF, Office, EPUB and notebooks as extracted text with "
+            "'--- page N ---' (slides: '--- slide N ---') markers. "
             "One passage of it is kb://doc/{path}#{fragment}, the url that search results give."
         ),
         mime_type="text/plain",
     )
     async def document(path: str, ctx: Context) -> str:
         library = library_of(ctx)
-        try:
+        with _as_not_found():
             text, _ = await anyio.to_thread.run_sync(library.read_text, path)
-        except (DocumentNotFoundError, PathRefusedError, ExtractionError) as exc:
-            raise ResourceNotFoundError(f"{exc}") from exc
         return text
 
     # The SDK matches `{+path}` up to a '#' (a '#' inside a path is %-encoded), and allows one
@@ -77,10 +78,8 @@ def register_resources(server: MCPServer[Any], runtime: KbRuntime) -> None:
         library = library_of(ctx)
         if not fragment:
             return await document(path, ctx)
-        try:
+        with _as_not_found():
             reading = await anyio.to_thread.run_sync(library.read, DocId(path, fragment))
-        except (DocumentNotFoundError, PathRefusedError, ExtractionError) as exc:
-            raise ResourceNotFoundError(f"{exc}") from exc
         return reading.text
 
     # A static resource function cannot take a Context (the SDK refuses it), so this one reaches
@@ -113,6 +112,15 @@ def register_resources(server: MCPServer[Any], runtime: KbRuntime) -> None:
 
     _sdk_compat.replace_list_resources(server, list_resources)
     _sdk_compat.set_mime_type_per_uri(server, mime_type_for_uri)
+
+
+@contextmanager
+def _as_not_found() -> Iterator[None]:
+    """A document that cannot be read is a not-found resource error carrying kb's message."""
+    try:
+        yield
+    except (DocumentNotFoundError, PathRefusedError, ExtractionError) as exc:
+        raise ResourceNotFoundError(str(exc)) from exc
 
 
 def _doc_resource(entry: ManifestEntry) -> Resource:

@@ -104,7 +104,8 @@ def register_tools(server: MCPServer[Any]) -> None:
         name="search",
         title="Search the knowledge base",
         description=(
-            "Search the user's documents (Markdown, text, PDF, HTML) and get the best-matching passages, "
+            "Search the user's documents (Markdown, text, PDF, HTML, Office, EPUB, notebooks) and get "
+            "the best-matching passages, "
             "one per document (all_passages=true for several), ranked; a passage found in several "
             "documents takes one slot and lists the others under copies. Use it first, with a few "
             "distinctive keywords; then call fetch with a result's id to read it. Query syntax: words, "
