@@ -28,11 +28,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import anyio
-import tantivy
-
 import _corpus
 import _mcp
+import anyio
+import tantivy
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TAR = HERE.parent.parent / "shared" / "corpora" / "markdown.tar.gz"
@@ -66,9 +65,7 @@ def score(name: str, run: dict[str, list[str]], questions: list[dict[str, Any]])
         **figures(questions),
         "by_kind": {kind: figures([q for q in questions if q["kind"] == kind]) for kind in kinds},
         "empty": sum(1 for q in questions if not run[q["id"]]),
-        "per_question": {
-            q["id"]: first_right(run[q["id"]][:K], set(q["answers"])) for q in questions
-        },
+        "per_question": {q["id"]: first_right(run[q["id"]][:K], set(q["answers"])) for q in questions},
     }
 
 
@@ -93,9 +90,7 @@ def near_copies(passages: list[str]) -> int:
 # ---- the baseline -----------------------------------------------------------------------------
 
 
-def baseline_run(
-    root: Path, index_dir: Path, questions: list[dict[str, Any]]
-) -> dict[str, list[str]]:
+def baseline_run(root: Path, index_dir: Path, questions: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Plain BM25: one document per file, its whole raw text, the default tokenizer, OR of words."""
     sb = tantivy.SchemaBuilder()
     sb.add_text_field("path", stored=True, tokenizer_name="raw")
@@ -195,12 +190,11 @@ def measure(
     root = _corpus.unpack(tar, work / "corpus")
     if missing := missing_answers(root, questions):
         raise SystemExit("answer files missing from the corpus:\n  " + "\n  ".join(missing))
-    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     (work / "baseline").mkdir()
     base = baseline_run(root, work / "baseline", questions)
-    log("baseline done")
+    _log("baseline done")
     summary = kb_index(root, work / "kb-index", index_args)
-    log(f"kb index done: {summary.get('seconds', '?')} s")
+    _log(f"kb index done: {summary.get('seconds', '?')} s")
     run, copies, named = kb_run(root, work / "kb-index", questions, serve_args)
     kb = score("kb search (MCP, stdio)", run, questions)
     kb["near_copies_top5"] = sum(copies.values())
@@ -217,6 +211,10 @@ def measure(
         "baseline": score("BM25 baseline (whole file, OR of words)", base, questions),
         "kb": kb,
     }
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -250,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown-tar", type=Path, default=DEFAULT_TAR, help="the Markdown corpus tarball")
     parser.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS, help="the question set")
     parser.add_argument(
-        "--kb-arg", action="append", default=[], metavar="FLAG", help="extra argument for kb serve (repeatable)"
+        "--kb-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="an extra argument for kb serve",
     )
     parser.add_argument(
         "--kb-index-arg", action="append", default=[], metavar="FLAG", help="extra argument for kb index"
