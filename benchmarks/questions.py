@@ -10,7 +10,7 @@ the question's words. Figures: the share of questions with a right file in the t
 top 5, and MRR@10 (1 / rank of the first right file, 0 past rank 10), overall and for each kind
 of question (keyword: the documents' own terms; paraphrase: other words). For kb, also how many
 of its top-5 slots hold a passage that is a near-identical copy of a hit ranked above it (word
-3-gram Jaccard >= NEAR_COPY, passages read with the `fetch` tool).
+3-gram Jaccard >= NEAR_COPY of their prose, code blocks left out; passages read with `fetch`).
 
 Nothing is written into the repository. Exit status 1 if an answer file of questions.json is
 missing from the corpus, or kb returned no result for some question.
@@ -39,6 +39,10 @@ DEFAULT_QUESTIONS = HERE / "questions.json"
 K = 10
 NEAR_COPY = 0.8  # word 3-gram Jaccard at or above which two passages count as one text in two places
 _WORD = re.compile(r"\w+")
+# Copies of one page often differ only in how code is given (the book's src/ includes listing files
+# that its nostarch/ tree inlines): passages are compared by their prose alone.
+_FENCE = re.compile(r"^ {0,3}(```|~~~).*?^ {0,3}\1[^\n]*$", re.MULTILINE | re.DOTALL)
+_TAG = re.compile(r"<[^>\n]*>")
 
 
 # ---- scoring ----------------------------------------------------------------------------------
@@ -69,8 +73,14 @@ def score(name: str, run: dict[str, list[str]], questions: list[dict[str, Any]])
     }
 
 
+def prose(text: str) -> str:
+    """`text` without fenced code blocks and HTML tags (all of it when nothing else is left)."""
+    stripped = _TAG.sub(" ", _FENCE.sub(" ", text))
+    return stripped if _WORD.search(stripped) else text
+
+
 def shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text.lower())
+    words = _WORD.findall(prose(text).lower())
     return {tuple(words[i : i + n]) for i in range(max(1, len(words) - n + 1))}
 
 
@@ -154,7 +164,7 @@ async def _search(client: Any, query: str) -> dict[str, Any]:
 
 
 async def _passage(client: Any, hit_id: str) -> str:
-    result = await client.call_tool("fetch", {"id": hit_id, "max_chars": 4000})
+    result = await client.call_tool("fetch", {"id": hit_id, "max_chars": 20_000})
     if result.is_error:
         raise _mcp.McpFailure(f"fetch {hit_id!r} returned a tool error")
     return str((result.structured_content or {}).get("text", ""))
