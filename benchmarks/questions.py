@@ -144,7 +144,8 @@ async def _ask(
     run, copies, named = {}, {}, 0
     async with _mcp._client(server, errlog) as client:
         with anyio.fail_after(600):
-            while (await _search(client, "install")).get("indexing"):  # the start-up sync first
+            # The start-up sync first, and every passage's vector (with semantic search on).
+            while {"indexing", "semantic_coverage"} & set(await _search(client, "install")):
                 await anyio.sleep(0.2)
         for q in questions:
             hits = (await _search(client, q["question"]))["results"]

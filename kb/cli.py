@@ -357,6 +357,21 @@ def _embed_missing(settings: Settings, index: Any, report: SyncReport, *, progre
         logging.getLogger("kb.cli").warning("%s; the index is lexical only", exc)
 
 
+def _semantic_for(settings: Settings, index: Any) -> Any:
+    """The index's vectors with the encoder loaded, or None (semantic search off or unavailable)."""
+    from kb.semantic import Semantic, SemanticUnavailableError
+
+    if not settings.semantic:
+        return None
+    semantic = Semantic(index.index_dir, settings.cache_dir)
+    try:
+        semantic.load(threads=1)
+    except SemanticUnavailableError as exc:
+        logging.getLogger("kb.cli").warning("%s; searching by words only", exc)
+        return None
+    return semantic
+
+
 def _nothing_to_read(report: SyncReport) -> str:
     """Why a sync found no document: what it saw, and what kb reads."""
     from kb.extractors import EXTENSIONS
@@ -427,18 +442,28 @@ class _progress_bar:
 @index_dir_option
 @click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True, help="Results to show.")
 @click.option("--all-passages", is_flag=True, help="List every matching passage, not one per document.")
+@semantic_option
 @json_option
 @click.pass_context
 def search_command(
-    ctx: click.Context, query: str, index_dir: Path | None, limit: int, all_passages: bool, as_json: bool
+    ctx: click.Context,
+    query: str,
+    index_dir: Path | None,
+    limit: int,
+    all_passages: bool,
+    semantic: str | None,
+    as_json: bool,
 ) -> None:
     """Search the index for QUERY (words, "phrases", AND/OR/NOT, field:term)."""
-    settings = _settings(ctx, index_dir=index_dir)
+    settings = _settings(ctx, index_dir=index_dir, semantic=semantic)
     from kb.index import SearchIndex
+    from kb.library import search
 
     try:
         index = SearchIndex.open(settings.index_dir)
-        results = index.search(query, limit=limit, all_passages=all_passages)
+        results = search(
+            index, _semantic_for(settings, index), query, None, limit=limit, all_passages=all_passages
+        )
     except KbError as exc:
         _fail(exc)
     for hit in results.results:

@@ -78,6 +78,7 @@ class VectorStore:
         with self._lock:
             self._loaded.add(name)
             self._append(np.asarray(keys, dtype=np.int64), vectors.astype(np.float32))
+        logger.debug("vectors: wrote %d to %s", len(keys), name)
 
     def compact(self, live: set[int]) -> int:
         """Drop the vectors whose key is not in `live`, and merge the segments if they are many.
