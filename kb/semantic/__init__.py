@@ -28,6 +28,7 @@ VECTORS_FOLDER = "vectors"
 # Passages per written segment: a crash loses at most this many vectors' work.
 SEGMENT_PASSAGES = 512
 CHUNK = 64  # passages encoded between two looks at the stop event
+STOP_WAIT = 30.0
 
 Passages = Iterable[tuple[int, str]]
 Progress = Callable[[int, int], None]
@@ -142,7 +143,8 @@ class Embedder:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join()
+            # Bounded: the first use's preparation of the model (seconds) cannot be interrupted.
+            self._thread.join(STOP_WAIT)
         self.idle.set()
 
     def _run(self) -> None:
