@@ -401,14 +401,14 @@ class SearchIndex:
     ) -> tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]]]:
         """The best `wanted` hits, how many exist, and for each hit the copies of its passage in
         other documents. Unless `all_passages`, a document takes one slot (its best passage) and
-        so does a passage found in several documents. When `fusing`, at least `vector_candidates`
-        hits are collected, so that the lexical side of the fusion is as deep as the other."""
-        if fusing:
-            wanted = max(wanted, self._ranking.vector_candidates)
+        so does a passage found in several documents. When `fusing`, at least twice
+        `vector_candidates` passages are scanned, so that the lexical side of the fusion is about
+        as deep as the other."""
+        depth = 2 * self._ranking.vector_candidates if fusing else 0
         if all_passages:
-            result = searcher.search(plan.query, limit=wanted, count=True)
+            result = searcher.search(plan.query, limit=max(wanted, depth), count=True)
             return list(result.hits), _count(result), [[] for _ in result.hits]
-        scan = min(max(wanted * 10, 100), MAX_HITS_SCANNED)
+        scan = min(max(wanted * 10, 100, depth), MAX_HITS_SCANNED)
         while True:
             # No count: fewer hits than asked for already says the scan saw them all, and without
             # counting Tantivy may skip passages that cannot reach the top (~15% of a search).

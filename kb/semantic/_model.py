@@ -105,6 +105,8 @@ def _session(ort: Any, model: Path, threads: int) -> Any:
     options.log_severity_level = 3  # onnxruntime's own warnings bypass logging; keep only errors
     # The arena would keep the largest batch's buffers for good (~100 MB more at peak), for no speed.
     options.enable_cpu_mem_arena = False
+    # Idle pool threads would spin for a while after each run, taking a core from the server.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
