@@ -95,7 +95,7 @@ def measure(tar: Path, work: Path, limit_files: int | None, n_queries: int) -> d
     root = subset(unpack(tar, work / "corpus"), limit_files)
     index_dir = work / "index"
     settings = Settings(root=root, index_dir=index_dir, watch=False)
-    Semantic(index_dir, settings.cache_dir).load(threads=1)  # prepare the model before any timing
+    Semantic(index_dir / "vectors", settings.cache_dir).load(threads=1)  # prepared before any timing
     lexical = kb_index(root, index_dir, "--semantic", "off")
     semantic = kb_index(root, index_dir, "--semantic", "on")
     embedded = semantic["report"]["embedded"]

@@ -363,7 +363,7 @@ def _semantic_for(settings: Settings, index: Any) -> Any:
 
     if not settings.semantic:
         return None
-    semantic = Semantic(index.index_dir, settings.cache_dir)
+    semantic = Semantic(index.vectors_dir, settings.cache_dir)
     try:
         semantic.load(threads=1)
     except SemanticUnavailableError as exc:

@@ -67,7 +67,7 @@ class Library:
         self._closing = False
         self._stop = threading.Event()  # tells a running startup sync to end early
         self._sync_thread: threading.Thread | None = None
-        self.semantic = Semantic(settings.index_dir, settings.cache_dir) if settings.semantic else None
+        self.semantic = Semantic(index.vectors_dir, settings.cache_dir) if settings.semantic else None
         self.embedder: Embedder | None = None
 
     @classmethod
@@ -437,7 +437,7 @@ def embed_missing(
         SemanticUnavailableError: the encoder cannot run here (the index stays lexical).
     """
     started = time.monotonic()
-    semantic = Semantic(settings.index_dir, settings.cache_dir)
+    semantic = Semantic(index.vectors_dir, settings.cache_dir)
     semantic.load(threads=os.cpu_count() or 1)
     todo = index.passages(lambda key: not semantic.store.has(key))
     report.embedded = semantic.embed(todo, progress=progress)

@@ -208,7 +208,19 @@ def _model() -> tuple[str, int]:
 
 
 def test_the_encoder_puts_alike_texts_near(tmp_path: Path) -> None:
-    semantic = Semantic(tmp_path / "index", Settings().cache_dir)
+    semantic = Semantic(tmp_path / "vectors", Settings().cache_dir)
     encoder = semantic.load(threads=1)
     a, b = encoder.passages(["bake bread in the oven", "change the engine oil"])
     assert float(a @ encoder.query("baking a loaf")) > float(b @ encoder.query("baking a loaf"))
+
+
+def test_a_rebuild_for_another_folder_keeps_the_vectors_and_needs_none_again(tmp_path: Path) -> None:
+    settings = indexed(tmp_path)
+    other = tmp_path / "copy"
+    write(other, TOPICS)
+    flags = ("--rebuild", "--json", "--semantic", "on")
+    run = kb("index", other, "--index-dir", settings.index_dir, *flags)  # wipes the index made for docs/
+    assert run.exit_code == 0, run.output
+    report = json.loads(run.stdout)
+    assert report["added"] == len(TOPICS)
+    assert (report["embedded"], report["semantic_coverage"]) == (0, 1.0)

@@ -24,7 +24,7 @@ import tantivy
 from kb.errors import DocumentNotFoundError
 from kb.index import _lock
 from kb.index._batch import IndexBatch
-from kb.index._folder import open_folder
+from kb.index._folder import VECTORS_FOLDER, open_folder
 from kb.index._query import DEFAULT_RANKING, QueryPlan, Ranking, plan_query, prefix_regex
 from kb.index._results import SNIPPET_CHARS, hit
 from kb.index._schema import (
@@ -91,6 +91,11 @@ class SearchIndex:
     @property
     def ranking(self) -> Ranking:
         return self._ranking
+
+    @property
+    def vectors_dir(self) -> Path:
+        """Where the passages' vectors are kept, beside the index (see `kb.semantic`)."""
+        return self.index_dir / VECTORS_FOLDER
 
     def close(self) -> None:
         """Release the index (readers are dropped with the object)."""

@@ -24,7 +24,6 @@ __all__ = ["Embedder", "Semantic", "SemanticUnavailableError"]
 
 logger = logging.getLogger(__name__)
 
-VECTORS_FOLDER = "vectors"
 # Passages per written segment: a crash loses at most this many vectors' work.
 SEGMENT_PASSAGES = 512
 CHUNK = 64  # passages encoded between two looks at the stop event
@@ -41,10 +40,11 @@ def _shared_encoder(cache_dir: Path, threads: int) -> Encoder:
 
 
 class Semantic:
-    """The vectors of one index, and the encoder that makes them (loaded on first need)."""
+    """The vectors in one folder (an index's `vectors_dir`), and the encoder that makes them
+    (loaded on first need)."""
 
-    def __init__(self, index_dir: Path, cache_dir: Path) -> None:
-        self.store = VectorStore(index_dir / VECTORS_FOLDER, MODEL_ID, DIMENSIONS)
+    def __init__(self, folder: Path, cache_dir: Path) -> None:
+        self.store = VectorStore(folder, MODEL_ID, DIMENSIONS)
         self._cache_dir = cache_dir
         self.encoder: Encoder | None = None
 

@@ -40,8 +40,8 @@ class VectorStore:
         self._dimensions = dimensions
         self._lock = threading.Lock()
         self._loaded: set[str] = set()
-        self._keys = np.empty(0, dtype=np.int64)
-        self._matrix = np.empty((0, dimensions), dtype=np.float32)
+        # (keys, matrix) as one value, replaced whole: a search reads it without the lock.
+        self._data = (np.empty(0, dtype=np.int64), np.empty((0, dimensions), dtype=np.float32))
         self._row: dict[int, int] = {}
         self._seen: int | None = None  # the folder's mtime when last listed
         _one_blas_thread()
@@ -60,7 +60,7 @@ class VectorStore:
 
     def nearest(self, query: np.ndarray, limit: int) -> list[tuple[int, float]]:
         """The keys of the `limit` vectors most like `query` (cosine), best first."""
-        keys, matrix = self._keys, self._matrix  # one consistent snapshot, without the lock
+        keys, matrix = self._data
         if not len(keys):
             return []
         scores = matrix @ query
@@ -92,19 +92,16 @@ class VectorStore:
             dead = [k for k in self._row if k not in live]
             if not dead and len(self._loaded) <= MAX_SEGMENTS:
                 return 0
-            kept = np.array([k in live for k in self._keys.tolist()], dtype=bool)
-            keys, matrix = self._keys[kept], self._matrix[kept]
+            known, vectors = self._data
+            kept = np.array([k in live for k in known.tolist()], dtype=bool)
+            keys, matrix = known[kept], vectors[kept]
             old = sorted(self._loaded)
             new = _write_segment(self.folder, self.model_id, keys, matrix) if len(keys) else None
             for name in old:
                 with contextlib.suppress(FileNotFoundError):
                     (self.folder / name).unlink()
+            self._clear()
             self._loaded = {new} if new else set()
-            self._keys, self._matrix = (
-                np.empty(0, dtype=np.int64),
-                np.empty((0, self._dimensions), np.float32),
-            )
-            self._row = {}
             self._append(keys, matrix)
         logger.debug("vectors: dropped %d unused, merged %d segments", len(dead), len(old))
         return len(dead)
@@ -127,12 +124,7 @@ class VectorStore:
                 if e.name.startswith(SEGMENT_PREFIX) and e.name.endswith(SEGMENT_SUFFIX)
             }
             if self._loaded - present:  # merged away by another process: read afresh
-                self._loaded = set()
-                self._keys, self._matrix = (
-                    np.empty(0, dtype=np.int64),
-                    np.empty((0, self._dimensions), np.float32),
-                )
-                self._row = {}
+                self._clear()
             for name in sorted(present - self._loaded):
                 loaded = self._read(name)
                 if loaded is not None:
@@ -160,8 +152,7 @@ class VectorStore:
 
     def _clear(self) -> None:
         self._loaded = set()
-        self._keys = np.empty(0, dtype=np.int64)
-        self._matrix = np.empty((0, self._dimensions), dtype=np.float32)
+        self._data = (np.empty(0, dtype=np.int64), np.empty((0, self._dimensions), dtype=np.float32))
         self._row = {}
 
     def _append(self, keys: np.ndarray, matrix: np.ndarray) -> None:
@@ -171,12 +162,10 @@ class VectorStore:
             return
         if len(fresh) < len(keys):
             keys, matrix = keys[fresh], matrix[fresh]
-        start = len(self._keys)
-        keys_now = np.concatenate([self._keys, keys])
-        matrix_now = np.concatenate([self._matrix, matrix])
+        known, vectors = self._data
         for i, key in enumerate(keys.tolist()):
-            self._row[key] = start + i
-        self._keys, self._matrix = keys_now, matrix_now
+            self._row[key] = len(known) + i
+        self._data = (np.concatenate([known, keys]), np.concatenate([vectors, matrix]))
 
 
 @functools.cache
