@@ -16,7 +16,10 @@ import threading
 from pathlib import Path
 from typing import IO
 
+import anyio
 import pytest
+from mcp import Client
+from mcp_helpers import anyio_backend  # noqa: F401
 from test_cli import kb
 
 from kb.config import Settings
@@ -25,6 +28,7 @@ from kb.library import Library, embed_missing
 from kb.models import SyncReport
 from kb.semantic import Semantic
 from kb.semantic._store import SEGMENT_PREFIX, VectorStore
+from kb.server import KbRuntime, build_server
 
 TOPICS = {
     "kitchen/bread.md": "# Baking bread\n\nPreheat the oven, then bake the dough for forty minutes until "
@@ -224,3 +228,24 @@ def test_a_rebuild_for_another_folder_keeps_the_vectors_and_needs_none_again(tmp
     report = json.loads(run.stdout)
     assert report["added"] == len(TOPICS)
     assert (report["embedded"], report["semantic_coverage"]) == (0, 1.0)
+
+
+@pytest.mark.anyio
+async def test_the_search_tool_says_how_far_embedding_has_come(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    write(root, TOPICS)
+    settings = Settings(root=root, index_dir=tmp_path / "index", jobs=1, watch=False)
+    runtime = KbRuntime(settings)
+    async with Client(build_server(settings, runtime=runtime), cache=None) as client:
+        with anyio.fail_after(60):
+            await runtime.wait_synced()
+            embedder = runtime.library.embedder
+            assert embedder is not None
+            early = (await client.call_tool("search", {"query": QUESTION})).structured_content or {}
+            if not embedder.idle.is_set():  # usually: the encoder is still loading
+                assert early["semantic_coverage"] < 1.0
+                assert "embedding" in early["notice"]
+            await anyio.to_thread.run_sync(embedder.idle.wait)
+        done = (await client.call_tool("search", {"query": QUESTION})).structured_content or {}
+    assert "semantic_coverage" not in done and "notice" not in done
+    assert done["results"][0]["path"] == "kitchen/bread.md"
