@@ -12,6 +12,7 @@ import functools
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 SEGMENT_PASSAGES = 512
 CHUNK = 64  # passages encoded between two looks at the stop event
 STOP_WAIT = 30.0
+QUERIES_KEPT = 256
 
 Passages = Iterable[tuple[int, str]]
 Progress = Callable[[int, int], None]
@@ -47,6 +49,7 @@ class Semantic:
         self.store = VectorStore(folder, MODEL_ID, DIMENSIONS)
         self._cache_dir = cache_dir
         self.encoder: Encoder | None = None
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # the next page asks again
 
     def load(self, threads: int) -> Encoder:
         """Load the encoder.
@@ -62,8 +65,14 @@ class Semantic:
         """The vector keys nearest to `query` in meaning, best first ([] until the encoder is loaded)."""
         if self.encoder is None:
             return []
+        vector = self._queries.pop(query, None)
+        if vector is None:
+            vector = self.encoder.query(query)
+        self._queries[query] = vector
+        while len(self._queries) > QUERIES_KEPT:
+            self._queries.popitem(last=False)
         self.store.refresh()
-        return self.store.nearest(self.encoder.query(query), count)
+        return self.store.nearest(vector, count)
 
     def embed(
         self, passages: Passages, *, stop: threading.Event | None = None, progress: Progress | None = None
