@@ -518,6 +518,7 @@ def status_command(ctx: click.Context, index_dir: Path | None, as_json: bool) ->
     """Show what the index holds: root, documents, sections, size, last indexed."""
     settings = _settings(ctx, index_dir=index_dir)
     from kb.index import SearchIndex
+    from kb.semantic import Semantic
     from kb.watcher import live_status
 
     try:
@@ -526,8 +527,10 @@ def status_command(ctx: click.Context, index_dir: Path | None, as_json: bool) ->
     except KbError as exc:
         _fail(exc)
     server = live_status(index.index_dir)
+    vectors = Semantic(index.vectors_dir, settings.cache_dir)  # the stored vectors; no model loaded
     data = {
         **stats.model_dump(mode="json"),
+        "semantic_coverage": round(vectors.coverage(index.vector_keys()), 4),
         "server": None if server is None else {"pid": server.get("pid")},
         "watcher": None if server is None else server.get("watcher"),
         "last_commit": None if server is None else server.get("last_commit"),
@@ -538,7 +541,7 @@ def status_command(ctx: click.Context, index_dir: Path | None, as_json: bool) ->
     for key, value in data.items():
         if key == "server":
             value = f"running (pid {value['pid']})" if value else "not running"
-        click.echo(f"{key:>15}: {value if value is not None else '-'}")
+        click.echo(f"{key:>17}: {value if value is not None else '-'}")
 
 
 def main() -> None:
