@@ -64,9 +64,11 @@ def kb_index(root: Path, index_dir: Path, *flags: str) -> dict[str, Any]:
 def latency(settings: Settings, queries: list[str]) -> dict[str, float]:
     """p50/p99 (ms) of `Library.search` with the vectors and without, alternating query by query."""
     on = Library.open(settings)
+    on.start()  # the sync finds nothing to do; the embedder loads the encoder, and finds all embedded
     off = Library.open(settings.model_copy(update={"semantic": False}))
-    assert on.semantic is not None
-    encoder = on.semantic.load(threads=1)
+    assert on.synced.wait(600) and on.embedder is not None and on.embedder.idle.wait(600)
+    assert on.semantic is not None and on.semantic.encoder is not None
+    encoder = on.semantic.encoder
     times: dict[str, list[float]] = {"semantic": [], "lexical": [], "query encoding": []}
     try:
         for query in queries[:20]:  # warm-up

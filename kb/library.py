@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kb import ingest, sources
 from kb.config import Settings
@@ -31,8 +31,10 @@ from kb.models import (
     StoredDocument,
     SyncReport,
 )
-from kb.semantic import Embedder, Semantic
 from kb.watcher import Watcher
+
+if TYPE_CHECKING:
+    from kb.semantic import Embedder, Semantic
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,8 @@ class Library:
         self._closing = False
         self._stop = threading.Event()  # tells a running startup sync to end early
         self._sync_thread: threading.Thread | None = None
-        self.semantic = Semantic(index.vectors_dir, settings.cache_dir) if settings.semantic else None
+        # Made by the sync thread once the first sync is done (numpy and the model load there, off
+        # the path to the first answer); it keeps `semantic`, the vectors and the encoder.
         self.embedder: Embedder | None = None
 
     @classmethod
@@ -87,10 +90,6 @@ class Library:
         `on_synced(report)` runs in the sync thread when the sync ends (`None` if it failed);
         `on_commit(report)` runs in the watcher's thread after each commit it makes.
         """
-        if self.semantic is not None:
-            self.embedder = Embedder(
-                self.semantic, self.index.passages, self.index.vector_keys, threads=_serving_threads()
-            )
         # A plain thread: whoever asked (one client connection) may be gone before it ends.
         self._sync_thread = threading.Thread(
             target=self._sync_then_watch, args=(on_synced, on_commit), name="kb-sync", daemon=True
@@ -121,6 +120,13 @@ class Library:
         except Exception as exc:  # the thread's top: keep answering from the last commit
             self.sync_error = f"{type(exc).__name__}: {exc}"
             logger.exception("background sync crashed")
+        if self.settings.semantic:
+            from kb.semantic import Embedder, Semantic
+
+            semantic = Semantic(self.index.vectors_dir, self.settings.cache_dir)
+            self.embedder = Embedder(
+                semantic, self.index.passages, self.index.vector_keys, threads=_serving_threads()
+            )
         self.synced.set()
         if on_synced is not None:
             on_synced(self.last_sync)
@@ -173,11 +179,18 @@ class Library:
             },
         }
 
+    @property
+    def semantic(self) -> Semantic | None:
+        """The vectors and the encoder, once the first sync is done (None when off)."""
+        return self.embedder.semantic if self.embedder is not None else None
+
     def _semantic_status(self) -> dict[str, Any]:
-        semantic, embedder = self.semantic, self.embedder
-        if semantic is None:
+        if not self.settings.semantic:
             return {"state": "off"}
-        if embedder is None or (embedder.coverage is not None and semantic.encoder is None):
+        semantic, embedder = self.semantic, self.embedder
+        if semantic is None or embedder is None:
+            return {"state": "loading", "vectors": None, "coverage": 0.0}
+        if embedder.coverage is not None and semantic.encoder is None:
             state = "loading"
         elif embedder.coverage is None:
             return {"state": "unavailable", "error": embedder.error}
@@ -186,13 +199,13 @@ class Library:
         return {
             "state": state,
             "vectors": len(semantic.store),
-            "coverage": embedder.coverage if embedder else 0.0,
+            "coverage": embedder.coverage,
         }
 
     @property
     def semantic_coverage(self) -> float | None:
         """The share of passages search finds by meaning too; None when semantic search is off here."""
-        if self.semantic is None:
+        if not self.settings.semantic:
             return None
         return self.embedder.coverage if self.embedder is not None else 0.0
 
@@ -437,6 +450,8 @@ def embed_missing(
         SemanticUnavailableError: the encoder cannot run here (the index stays lexical).
     """
     started = time.monotonic()
+    from kb.semantic import Semantic
+
     semantic = Semantic(index.vectors_dir, settings.cache_dir)
     semantic.load(threads=os.cpu_count() or 1)
     todo = index.passages(lambda key: not semantic.store.has(key))

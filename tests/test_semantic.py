@@ -57,17 +57,26 @@ def indexed(tmp_path: Path, files: dict[str, str] = TOPICS, **options: object) -
     return settings
 
 
+def started(settings: Settings) -> Library:
+    """A library past its first sync, its encoder loaded and every passage embedded."""
+    library = Library.open(settings)
+    library.start()
+    assert library.synced.wait(60)
+    if settings.semantic:
+        assert library.embedder is not None and library.embedder.idle.wait(120)
+    return library
+
+
 def test_a_question_in_other_words_finds_its_passage(tmp_path: Path) -> None:
     settings = indexed(tmp_path)
-    library = Library.open(settings)
+    library = started(settings)
     try:
-        library.semantic.load(threads=1)  # type: ignore[union-attr]
         found = library.search(QUESTION, limit=3)
         assert found.results[0].path == "kitchen/bread.md"
         # Found by meaning alone, so its snippet is where the passage starts, with nothing marked.
         assert found.results[0].snippet.startswith("Baking bread")
         assert "**" not in found.results[0].snippet
-        lexical = Library.open(settings.model_copy(update={"semantic": False}))
+        lexical = started(settings.model_copy(update={"semantic": False}))
         try:
             assert "kitchen/bread.md" not in [h.path for h in lexical.search(QUESTION).results]
             assert lexical.search(QUESTION).semantic_coverage is None
@@ -79,9 +88,8 @@ def test_a_question_in_other_words_finds_its_passage(tmp_path: Path) -> None:
 
 def test_filters_hold_for_passages_found_by_meaning(tmp_path: Path) -> None:
     settings = indexed(tmp_path)
-    library = Library.open(settings)
+    library = started(settings)
     try:
-        library.semantic.load(threads=1)  # type: ignore[union-attr]
         assert [h.path for h in library.search(QUESTION, path="garage/").results] == ["garage/oil.md"]
         assert library.search(QUESTION, formats=["pdf"]).results == []
     finally:
@@ -90,9 +98,8 @@ def test_filters_hold_for_passages_found_by_meaning(tmp_path: Path) -> None:
 
 def test_operators_mean_exactly_what_they_say(tmp_path: Path) -> None:
     settings = indexed(tmp_path)
-    library = Library.open(settings)
+    library = started(settings)
     try:
-        library.semantic.load(threads=1)  # type: ignore[union-attr]
         assert library.search('"motor oil"').results[0].path == "garage/oil.md"
         assert [h.path for h in library.search('"motor oil"').results] == ["garage/oil.md"]
         assert "kitchen/bread.md" not in [h.path for h in library.search("oven -bake").results]

@@ -123,7 +123,7 @@ class Embedder:
         vector_keys: Callable[[], set[int]],
         threads: int,
     ) -> None:
-        self._semantic = semantic
+        self.semantic = semantic
         self._passages = passages
         self._vector_keys = vector_keys
         self._threads = threads
@@ -158,13 +158,13 @@ class Embedder:
 
     def _run(self) -> None:
         try:
-            self._semantic.load(self._threads)
+            self.semantic.load(self._threads)
         except SemanticUnavailableError as exc:
             self.coverage, self.error = None, str(exc)
             logger.warning("%s; search stays lexical", exc)
             self.idle.set()
             return
-        has = self._semantic.store.has
+        has = self.semantic.store.has
         self._wake.set()
         while not self._stop.is_set():
             self._wake.wait()
@@ -178,11 +178,11 @@ class Embedder:
                 done = 0
                 for paths in (sorted(set(fresh)), None):  # what just changed first, then everything
                     todo = self._passages(lambda key: not has(key), paths)
-                    done += self._semantic.embed(todo, stop=self._stop)
+                    done += self.semantic.embed(todo, stop=self._stop)
                 keys = self._vector_keys()
                 if not self._stop.is_set():
-                    self._semantic.store.compact(keys)
-                self.coverage = self._semantic.coverage(keys)
+                    self.semantic.store.compact(keys)
+                self.coverage = self.semantic.coverage(keys)
                 if done:
                     logger.info("embedded %d passages in %.1fs", done, time.monotonic() - started)
             except Exception:  # the thread's top: search goes on lexically
