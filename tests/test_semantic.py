@@ -90,8 +90,18 @@ def test_filters_hold_for_passages_found_by_meaning(tmp_path: Path) -> None:
     settings = indexed(tmp_path)
     library = started(settings)
     try:
-        assert [h.path for h in library.search(QUESTION, path="garage/").results] == ["garage/oil.md"]
+        assert [h.path for h in library.search(QUESTION, path="kitchen/").results] == ["kitchen/bread.md"]
+        # Nothing in garage/ is about bread: what is merely the nearest there is not shown.
+        assert library.search(QUESTION, path="garage/").results == []
         assert library.search(QUESTION, formats=["pdf"]).results == []
+    finally:
+        library.close()
+
+
+def test_a_question_about_nothing_in_the_folder_finds_nothing(tmp_path: Path) -> None:
+    library = started(indexed(tmp_path))
+    try:
+        assert library.search("kubernetes pod autoscaling").results == []
     finally:
         library.close()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kb.semantic._model import DIMENSIONS, MODEL_ID, Encoder, SemanticUnavailableError
+from kb.semantic._model import DIMENSIONS, MIN_SIMILARITY, MODEL_ID, Encoder, SemanticUnavailableError
 from kb.semantic._store import VectorStore
 
 __all__ = ["Embedder", "Semantic", "SemanticUnavailableError"]
@@ -62,7 +62,8 @@ class Semantic:
         return self.encoder
 
     def nearest(self, query: str, count: int) -> list[tuple[int, float]]:
-        """The vector keys nearest to `query` in meaning, best first ([] until the encoder is loaded)."""
+        """The vector keys nearest to `query` in meaning, best first, that are near enough to be about
+        it ([] until the encoder is loaded)."""
         if self.encoder is None:
             return []
         vector = self._queries.pop(query, None)
@@ -72,7 +73,7 @@ class Semantic:
         while len(self._queries) > QUERIES_KEPT:
             self._queries.popitem(last=False)
         self.store.refresh()
-        return self.store.nearest(vector, count)
+        return [(key, score) for key, score in self.store.nearest(vector, count) if score >= MIN_SIMILARITY]
 
     def embed(
         self, passages: Passages, *, stop: threading.Event | None = None, progress: Progress | None = None
