@@ -207,23 +207,8 @@ class SearchIndex:
         """The vector key of each passage that is `wanted`, and the text its vector is made from
         (passages of `paths` only, if given); each key once."""
         searcher = self._searcher()
-        query = self._term("kind", "section")
-        if paths is not None:
-            if not paths:
-                return
-            query = tantivy.Query.boolean_query(
-                [
-                    (tantivy.Occur.Must, query),
-                    (tantivy.Occur.Must, tantivy.Query.term_set_query(self._schema, "path", paths)),
-                ]
-            )
-        matching = _count(searcher.search(query, limit=1, count=True))
-        if not matching:
-            return
-        addresses = [address for _, address in searcher.search(query, limit=matching, count=False).hits]
         seen: set[int] = set()
-        for address, value in zip(addresses, searcher.fast_field_values("vector_key", addresses), strict=True):
-            key = int(value or 0)
+        for address, key in self._vector_keys(searcher, paths):
             if key in seen or not wanted(key):
                 continue
             seen.add(key)
@@ -231,13 +216,26 @@ class SearchIndex:
 
     def vector_keys(self) -> set[int]:
         """The vector key of every passage."""
-        searcher = self._searcher()
+        return {key for _, key in self._vector_keys(self._searcher(), None)}
+
+    def _vector_keys(
+        self, searcher: tantivy.Searcher, paths: list[str] | None
+    ) -> list[tuple[tantivy.DocAddress, int]]:
+        """Each passage (of `paths` only, if given) and its vector key, from the fast field."""
         query = self._term("kind", "section")
-        matching = _count(searcher.search(query, limit=1, count=True))
+        if paths is not None:
+            query = tantivy.Query.boolean_query(
+                [
+                    (tantivy.Occur.Must, query),
+                    (tantivy.Occur.Must, tantivy.Query.term_set_query(self._schema, "path", paths)),
+                ]
+            )
+        matching = _count(searcher.search(query, limit=1, count=True)) if paths != [] else 0
         if not matching:
-            return set()
+            return []
         addresses = [address for _, address in searcher.search(query, limit=matching, count=False).hits]
-        return {int(v or 0) for v in searcher.fast_field_values("vector_key", addresses)}
+        keys = searcher.fast_field_values("vector_key", addresses)
+        return [(address, int(key or 0)) for address, key in zip(addresses, keys, strict=True)]
 
     @staticmethod
     def _passage_text(searcher: tantivy.Searcher, address: tantivy.DocAddress) -> str:
