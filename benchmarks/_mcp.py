@@ -27,9 +27,9 @@ class McpFailure(RuntimeError):
 HERE = Path(__file__).resolve().parent
 
 
-def kb_server(root: Path, index_dir: Path) -> list[str]:
+def kb_server(root: Path, index_dir: Path, *flags: str) -> list[str]:
     # JSON logs: the audit records carry the server's own time per call (see _server_times).
-    return ["-m", "kb", "serve", str(root), "--index-dir", str(index_dir), "--log-format", "json"]
+    return ["-m", "kb", "serve", str(root), "--index-dir", str(index_dir), "--log-format", "json", *flags]
 
 
 def floor_server(canned: Path) -> list[str]:
@@ -80,9 +80,10 @@ async def _canned(server: list[str], query: str, errlog: Any) -> dict[str, Any]:
 async def _latency(server: list[str], queries: list[str], errlog: Any) -> dict[str, Any]:
     async with _client(server, errlog) as client:
         started = time.perf_counter()
-        while (await _search(client, "index")).get("indexing"):  # let the start-up sync finish first
-            if time.perf_counter() - started > 120:
-                raise McpFailure("the server still reports indexing after 120 s")
+        # Let the start-up sync finish first, and (with semantic search on) the embedding.
+        while {"indexing", "semantic_coverage"} & set(await _search(client, "index")):
+            if time.perf_counter() - started > 600:
+                raise McpFailure("the server still reports indexing or embedding after 600 s")
             await anyio.sleep(0.1)
         settled = time.perf_counter() - started
         for query in queries[:20]:  # warm-up, not timed
@@ -141,13 +142,14 @@ def canned_result(root: Path, index_dir: Path, query: str, out: Path) -> Path:
 
 
 def search_latency(
-    root: Path, index_dir: Path, queries: list[str], canned: Path, rounds: int = 3
+    root: Path, index_dir: Path, queries: list[str], canned: Path, rounds: int = 3, *kb_flags: str
 ) -> dict[str, Any]:
     """Time each `search` call (ms) of kb (after its start-up sync) and of the floor, connecting to
-    each `rounds` times in turn so both meet the same machine; each round times all `queries`."""
+    each `rounds` times in turn so both meet the same machine; each round times all `queries`.
+    `kb_flags` are added to `kb serve`'s."""
     kb_rounds, floor_rounds = [], []
     for _ in range(rounds):
-        kb_rounds.append(_run(_latency, kb_server(root, index_dir), queries))
+        kb_rounds.append(_run(_latency, kb_server(root, index_dir, *kb_flags), queries))
         floor_rounds.append(_run(_latency, floor_server(canned), queries))
     kb, floor = _median_round(kb_rounds), _median_round(floor_rounds)
     return {

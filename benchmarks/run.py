@@ -30,9 +30,10 @@ class BenchFailure(RuntimeError):
     pass
 
 
-def kb_index(root: Path, index_dir: Path) -> tuple[Measured, dict[str, Any]]:
+def kb_index(root: Path, index_dir: Path, *flags: str) -> tuple[Measured, dict[str, Any]]:
     """`kb index --json` in a fresh process: its measurement and its own JSON report."""
-    run = measure([sys.executable, "-m", "kb", "index", str(root), "--index-dir", str(index_dir), "--json"])
+    command = [sys.executable, "-m", "kb", "index", str(root), "--index-dir", str(index_dir), "--json"]
+    run = measure([*command, *flags])
     if run.returncode not in (0, 1):  # 1 = some files failed, the rest indexed
         raise BenchFailure(f"kb index exited {run.returncode}: {run.stderr.strip()[-600:]}")
     try:
@@ -126,6 +127,13 @@ def bench_synthetic(n: int, tmp: Path) -> dict[str, Any]:
     }
 
 
+def bench_semantic_search(md: Path, tmp: Path, words: list[str], canned: Path) -> dict[str, Any]:
+    """`search_latency` with semantic search on, once `kb index` has embedded every passage."""
+    _, report = kb_index(md, tmp / "md-index", "--semantic", "on")
+    figures = _mcp.search_latency(md, tmp / "md-index", words, canned, 3, "--semantic", "on")
+    return {**figures, "embedded": report["embedded"], "embedding_s": report["embedding_seconds"]}
+
+
 def bench_freshness(md: Path, tmp: Path) -> dict[str, Any]:
     root, index_dir = md, tmp / "md-index"  # a temporary copy already: edited in place
     if not md.is_relative_to(tmp):  # --corpus DIR is the user's folder: edit an indexed copy instead
@@ -177,8 +185,14 @@ def main() -> int:
         default=3,
         help="runs of each timed index, median shown [3; --quick: 1]",
     )
+    parser.add_argument(
+        "--semantic", action="store_true", help="also time MCP search with semantic search on (embeds first)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     args = parser.parse_args()
+    # Every figure is of the lexical engine (comparable with earlier runs and with the naive
+    # pipeline), but the --semantic section's.
+    os.environ["KB_SEMANTIC"] = "off"
     queries, ready_runs = (min(args.queries, 50), min(args.ready_runs, 3)) if args.quick else (
         args.queries, args.ready_runs
     )  # fmt: skip
@@ -198,6 +212,8 @@ def main() -> int:
             canned = _mcp.canned_result(md, tmp / "md-index", words[0], tmp / "canned.json")
             _attempt(figures, "ready", _mcp.time_to_ready, md, tmp / "md-index", canned, ready_runs)
             _attempt(figures, "search", _mcp.search_latency, md, tmp / "md-index", words, canned)
+            if args.semantic:
+                _attempt(figures, "search_semantic", bench_semantic_search, md, tmp, words, canned)
             if not args.skip_freshness:  # last: it edits the corpus and adds files to it
                 _attempt(figures, "freshness", bench_freshness, md, tmp)
         if args.synthetic:
@@ -288,6 +304,13 @@ def table(f: dict[str, Any]) -> str:
                 "p50 <= 2 ms",
             )
         row("  start-up sync settled after", f"{s['sync_settled_s']:.2f} s (before timing)")
+    if s := section("search_semantic", "MCP search latency with semantic search on"):
+        row("  passages embedded by kb index", f"{s['embedded']} in {s['embedding_s']:.1f} s")
+        row("  p50 / p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms")
+        row("  the floor (same SDK, canned result)", f"{s['floor_p50_ms']:.1f} / {s['floor_p99_ms']:.1f} ms")
+        row("  kb over the floor, p50", f"{s['over_floor_p50_ms']:+.1f} ms", "<= +5 ms")
+        if s["server_p50_ms"] is not None:
+            row("  of which in the server", f"p50 {s['server_p50_ms']:.1f} / p99 {s['server_p99_ms']:.1f} ms")
     if "freshness" in f and (w := section("freshness", "Live freshness (kb serve's watcher, through MCP)")):
         e, b = w["save"], w["burst"]
         row(
