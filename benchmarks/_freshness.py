@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _mcp import McpFailure, _client, _run, _search
+from _mcp import McpFailure, _client, _run, _search, kb_server
 from mcp import Client
 
 POLL = 0.01  # seconds between two polls of the server
@@ -189,7 +189,7 @@ async def _burst(client: Client, root: Path, n: int, poll: float) -> dict[str, A
 async def _freshness(
     root: Path, index_dir: Path, edits: int, burst: int, poll: float, errlog: Any
 ) -> dict[str, Any]:
-    async with _client(root, index_dir, errlog) as client:
+    async with _client(kb_server(root, index_dir), errlog) as client:
         settled = await _settle(client)
         status = await _status(client)
         if status.get("watcher") != "watching":

@@ -27,9 +27,14 @@ class McpFailure(RuntimeError):
 HERE = Path(__file__).resolve().parent
 
 
-def kb_server(root: Path, index_dir: Path, *flags: str) -> list[str]:
+def kb_server(root: Path, index_dir: Path, semantic: str = "off") -> list[str]:
+    """`kb serve` as measured: lexical unless `semantic` is "on" (the SDK starts a server with a
+    minimal environment, so this is a flag, not KB_SEMANTIC)."""
     # JSON logs: the audit records carry the server's own time per call (see _server_times).
-    return ["-m", "kb", "serve", str(root), "--index-dir", str(index_dir), "--log-format", "json", *flags]
+    return [
+        *("-m", "kb", "serve", str(root), "--index-dir", str(index_dir)),
+        *("--log-format", "json", "--semantic", semantic),
+    ]
 
 
 def floor_server(canned: Path) -> list[str]:
@@ -142,14 +147,13 @@ def canned_result(root: Path, index_dir: Path, query: str, out: Path) -> Path:
 
 
 def search_latency(
-    root: Path, index_dir: Path, queries: list[str], canned: Path, rounds: int = 3, *kb_flags: str
+    root: Path, index_dir: Path, queries: list[str], canned: Path, rounds: int = 3, semantic: str = "off"
 ) -> dict[str, Any]:
     """Time each `search` call (ms) of kb (after its start-up sync) and of the floor, connecting to
-    each `rounds` times in turn so both meet the same machine; each round times all `queries`.
-    `kb_flags` are added to `kb serve`'s."""
+    each `rounds` times in turn so both meet the same machine; each round times all `queries`."""
     kb_rounds, floor_rounds = [], []
     for _ in range(rounds):
-        kb_rounds.append(_run(_latency, kb_server(root, index_dir, *kb_flags), queries))
+        kb_rounds.append(_run(_latency, kb_server(root, index_dir, semantic), queries))
         floor_rounds.append(_run(_latency, floor_server(canned), queries))
     kb, floor = _median_round(kb_rounds), _median_round(floor_rounds)
     return {
