@@ -22,7 +22,7 @@ from kb.config import Settings
 from kb.errors import ExtractionError, PathRefusedError, RootMissingError
 from kb.extract_pool import ExtractionPool
 from kb.extractors import extract, extractor_modules
-from kb.index import IndexBatch, SearchIndex
+from kb.index import IndexBatch, SearchIndex, passage_keys
 from kb.models import RENDERED_FORMATS, Document, FileProblem, ManifestEntry, SkippedFile, SyncReport
 from kb.sources import NOT_FOUND, SourceFile, read_inside, walk
 
@@ -34,6 +34,9 @@ PARALLEL_MIN_BYTES = 2 * 1024 * 1024
 # A file this large is extracted in a worker, within the time budget, even alone: hostile markup
 # can make a parser slow.
 INLINE_MAX_BYTES = 256 * 1024
+# The most bytes of files one message to a worker carries; a file this large (or of a rendered
+# format, whose parser may unpack far more than its bytes) goes alone.
+BATCH_MAX_BYTES = 256 * 1024
 
 Progress = Callable[[int, int], None]
 
@@ -44,6 +47,7 @@ class Loaded:
 
     sha256: str = ""
     document: Document | None = None  # None when the content matched the known hash, or on error
+    keys: list[int] | None = None  # the document's `passage_keys`, computed here rather than in the writer
     error: str | None = None
     refused: str | None = None  # why the file may not be read after all (it changed since the walk)
 
@@ -62,7 +66,8 @@ def _load(root: str, path: str, known_sha: str | None, max_bytes: int, allow_har
     if sha == known_sha:
         return Loaded(sha)
     try:
-        return Loaded(sha, extract(path, data))
+        document = extract(path, data)
+        return Loaded(sha, document, keys=passage_keys(document))
     except ExtractionError as exc:
         return Loaded(sha, error=exc.reason)
     except Exception as exc:  # an extractor bug must cost one file, not the whole sync
@@ -92,6 +97,7 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, roo
             yield _load(*task)
         return
     timeout = settings.extract_timeout
+    weights = {s.path: BATCH_MAX_BYTES if s.format in RENDERED_FORMATS else s.size for s, _ in todo}
     pool: ExtractionPool[Loaded]
     with ExtractionPool(
         _load,
@@ -100,6 +106,9 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, roo
         on_timeout=lambda _task: _stopped(timeout),
         on_crash=lambda _task: _crashed(),
         preload=extractor_modules({source.format for source, _ in todo}),
+        batch=settings.extract_batch,
+        batch_weight=BATCH_MAX_BYTES,
+        weigh=lambda task: weights[task[1]],
     ) as pool:
         yield from pool.map(tasks)
 
@@ -292,7 +301,7 @@ def _write_one(
     elif loaded.document is not None:
         for warning in loaded.document.warnings:
             logger.warning("%s: %s", source.path, warning)
-        batch.put(loaded.document, _entry(source, loaded.sha256, loaded.document))
+        batch.put(loaded.document, _entry(source, loaded.sha256, loaded.document), loaded.keys)
         if known is None:
             report.added += 1
             report.added_paths.append(source.path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 
 import tantivy
 
@@ -83,12 +84,21 @@ def passage_key(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def section_records(doc: Document, entry: ManifestEntry) -> list[tantivy.Document]:
-    """One record per section of `doc`, in order."""
+def passage_keys(doc: Document) -> list[int]:
+    """`passage_key` of each section of `doc`, in order: what `IndexBatch.put` would compute, for a
+    caller that has spare processors to compute it on (an extraction worker)."""
+    return [passage_key(section.text) for section in doc.sections]
+
+
+def section_records(
+    doc: Document, entry: ManifestEntry, keys: Sequence[int] | None = None
+) -> list[tantivy.Document]:
+    """One record per section of `doc`, in order; `keys` are its `passage_keys` if known."""
     mtime = entry.mtime_ns // 1_000_000_000
     num = doc_num(doc.path)
+    keys = passage_keys(doc) if keys is None else keys
     records = []
-    for ordinal, section in enumerate(doc.sections):
+    for ordinal, (section, key) in enumerate(zip(doc.sections, keys, strict=True)):
         record = tantivy.Document(
             kind="section",
             path=doc.path,
@@ -99,7 +109,7 @@ def section_records(doc: Document, entry: ManifestEntry) -> list[tantivy.Documen
             format=doc.format,
             ordinal=ordinal,
             doc_num=num,
-            content=passage_key(section.text),
+            content=key,
             mtime=mtime,
         )
         for tag in entry.tags:
