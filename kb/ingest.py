@@ -206,16 +206,21 @@ def _sync(
     report.skipped = [SkippedFile(path=p, reason=r) for p, r in found.skipped]
     report.unsupported = dict(sorted(found.unsupported.items()))
     # A named path that is not UTF-8 was skipped by the walk, and no document can have it.
-    manifest = index.manifest(under=None if paths is None else [p for p in paths if _is_utf8(p)])
+    indexed = index.file_stats(under=None if paths is None else [p for p in paths if _is_utf8(p)])
     current = {f.path for f in found.files}
-    gone = sorted(p for p in manifest if p not in current)
-    todo: list[tuple[SourceFile, str | None]] = []
+    gone = sorted(p for p in indexed if p not in current)
+    changed: list[SourceFile] = []
     for source in found.files:
-        known = manifest.get(source.path)
-        if not rebuild and known and known.size == source.size and known.mtime_ns == source.mtime_ns:
+        if not rebuild and indexed.get(source.path) == (source.size, source.mtime_ns):
             report.unchanged += 1
         else:
-            todo.append((source, None if rebuild or known is None else known.sha256))
+            changed.append(source)
+    # Whole manifest records only for the files that changed: their hash may show the content did not.
+    manifest = index.entries([s.path for s in changed if s.path in indexed])
+    todo: list[tuple[SourceFile, str | None]] = []
+    for source in changed:
+        known = manifest.get(source.path)
+        todo.append((source, None if rebuild or known is None else known.sha256))
     # Largest first, so the sync ends on small files instead of one worker finishing a big PDF
     # while the others idle. Still a stable order: the same tree is always written the same way.
     todo.sort(key=lambda item: (-item[0].size, item[0].path))

@@ -75,13 +75,21 @@ COPY_MIN_WORDS = 8  # shorter passages ("See also", "TODO") are alike by chance,
 _LETTERS = re.compile(r"[^\W\d_]+")
 
 
+# For ASCII text, the same words as `_LETTERS` finds (its letters are A-Z and a-z), lowercased,
+# at a third of the cost: every other byte becomes a space.
+_ASCII_WORDS = bytes((c | 32) if 65 <= c <= 90 or 97 <= c <= 122 else 32 for c in range(256))
+
+
 def passage_key(text: str) -> int:
     """A number shared by passages with the same words in the same order, whatever their case,
     spacing, punctuation and numbers (versions and dates differ between copies); 0 for a short one."""
-    words = _LETTERS.findall(text.lower())
+    if text.isascii():
+        words = text.encode().translate(_ASCII_WORDS).split()
+    else:
+        words = [word.encode() for word in _LETTERS.findall(text.lower())]
     if len(words) < COPY_MIN_WORDS:
         return 0
-    return int.from_bytes(hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest(), "big", signed=True)
+    return int.from_bytes(hashlib.blake2b(b" ".join(words), digest_size=8).digest(), "big", signed=True)
 
 
 def passage_keys(doc: Document) -> list[int]:
