@@ -200,7 +200,7 @@ class ExtractionPool(Generic[R]):
     ) -> None:
         # forkserver: the parent may run Tantivy's threads, which fork would copy mid-flight.
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload([work.__module__, *preload])
+        self._context.set_forkserver_preload([__name__, work.__module__, *preload])
         self._work = work
         self._jobs = max(1, jobs)
         self._timeout = timeout

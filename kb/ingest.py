@@ -20,7 +20,6 @@ from pathlib import Path
 
 from kb.config import Settings
 from kb.errors import ExtractionError, PathRefusedError, RootMissingError
-from kb.extract_pool import ExtractionPool
 from kb.extractors import extract, extractor_modules
 from kb.index import IndexBatch, SearchIndex, passage_keys
 from kb.models import RENDERED_FORMATS, Document, FileProblem, ManifestEntry, SkippedFile, SyncReport
@@ -96,6 +95,8 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, roo
         for task in tasks:
             yield _load(*task)
         return
+    from kb.extract_pool import ExtractionPool  # multiprocessing: not for a sync that extracts nothing
+
     timeout = settings.extract_timeout
     weights = {s.path: BATCH_MAX_BYTES if s.format in RENDERED_FORMATS else s.size for s, _ in todo}
     pool: ExtractionPool[Loaded]
