@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import pickle
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -130,50 +131,63 @@ class _Feed:
     """The tasks still to send, cut into messages: consecutive tasks while they stay within
     `max_tasks` and `max_weight` together, a task as heavy as `max_weight` alone; messages to send
     again (retries, and those queued behind a stopped worker) first. It also keeps count of what
-    was taken and not yet `release`d: the results in flight or held back for order."""
+    was sent and not yet `release`d: the results in flight or held back for order. `take_last`
+    hands out the last task instead, for the parent to run itself."""
 
     def __init__(
         self, tasks: Iterable[Task], max_tasks: int, max_weight: int, weigh: Callable[[Task], int]
     ) -> None:
-        self._pending = iter(enumerate(tasks))
-        self._next = next(self._pending, None)
+        self._tasks = list(tasks)
+        self._front = 0  # tasks before it were sent (from the front)...
+        self._back = len(self._tasks)  # ...and from here on run by the parent (from the back)
         self._max_tasks = max_tasks
         self._max_weight = max_weight
         self._weigh = weigh
-        self._weights: dict[int, int] = {}  # of the tasks taken and not released
+        self._weights: dict[int, int] = {}  # of the tasks sent and not released
         self.again: deque[Batch] = deque()
-        self.taken = 0
         self.held_weight = 0
 
     @property
     def empty(self) -> bool:
-        return self._next is None and not self.again
+        return self._front >= self._back and not self.again
+
+    def all_out(self, next_out: int) -> bool:
+        """Whether every result has been handed out."""
+        return self.empty and next_out == len(self._tasks)
+
+    def held(self, next_out: int) -> int:
+        """How many results sent for are not handed out yet (not those the parent made itself)."""
+        return self._front - next_out
 
     def take(self, new: bool) -> Batch | None:
         """The next message: one to send again, else (if `new`) the next tasks; None if neither."""
         if self.again:
             return self.again.popleft()
-        if not new:
-            return None
         batch: Batch = []
         total = 0
-        while self._next is not None and len(batch) < self._max_tasks:
-            seq, task = self._next
+        while new and self._front < self._back and len(batch) < self._max_tasks:
+            task = self._tasks[self._front]
             weight = min(self._weigh(task), self._max_weight)  # a heavy task weighs one message
             if batch and (total + weight > self._max_weight or weight == self._max_weight):
                 break
-            batch.append(self._next)
+            batch.append((self._front, task))
+            self._weights[self._front] = weight
+            self._front += 1
             total += weight
-            self._weights[seq] = weight
-            self._next = next(self._pending, None)
             if total >= self._max_weight:
                 break
-        self.taken += len(batch)
         self.held_weight += total
         return batch or None
 
+    def take_last(self, allowed: Callable[[Task], bool]) -> tuple[int, Task] | None:
+        """The last task not taken yet, if `allowed`."""
+        if self._back > self._front and allowed(task := self._tasks[self._back - 1]):
+            self._back -= 1
+            return self._back, task
+        return None
+
     def release(self, seq: int) -> None:
-        self.held_weight -= self._weights.pop(seq)
+        self.held_weight -= self._weights.pop(seq, 0)
 
 
 class ExtractionPool(Generic[R]):
@@ -184,6 +198,8 @@ class ExtractionPool(Generic[R]):
     workers import before their first task (forked from a server that already has them).
     Up to `batch` consecutive tasks whose `weigh(task)` adds up to at most `batch_weight` go to a
     worker in one message, within one task's budget; a task that weighs `batch_weight` goes alone.
+    While the workers start, the parent runs the last tasks itself for as long as `inline(task)`
+    says it may (without a budget: only for tasks that cannot take long).
     """
 
     def __init__(
@@ -197,6 +213,7 @@ class ExtractionPool(Generic[R]):
         batch: int = 1,
         batch_weight: int = 1,
         weigh: Callable[[Task], int] = lambda _task: 0,
+        inline: Callable[[Task], bool] | None = None,
     ) -> None:
         # forkserver: the parent may run Tantivy's threads, which fork would copy mid-flight.
         self._context = multiprocessing.get_context("forkserver")
@@ -209,6 +226,7 @@ class ExtractionPool(Generic[R]):
         self._batch = max(1, batch)
         self._batch_weight = batch_weight
         self._weigh = weigh
+        self._inline = inline
         self._workers: list[_Worker] = []
 
     def __enter__(self) -> ExtractionPool[R]:
@@ -244,10 +262,9 @@ class ExtractionPool(Generic[R]):
 
     def map(self, tasks: Iterable[Task]) -> Iterator[R]:
         """Results of `work(*task)` for each task, in order."""
-        while len(self._workers) < self._jobs:
-            self._workers.append(self._spawn())
         feed = _Feed(tasks, self._batch, self._batch_weight, self._weigh)
         done: dict[int, R] = {}
+        self._start_workers(feed, done)
         next_out = 0
         while True:
             while next_out in done:
@@ -263,9 +280,39 @@ class ExtractionPool(Generic[R]):
                     if batch is None:
                         break
                     self._send(worker, batch, feed.again)
-            if feed.empty and next_out == feed.taken:
+            if feed.all_out(next_out):
                 return
             self._collect(done, feed.again)
+
+    def _start_workers(self, feed: _Feed, done: dict[int, R]) -> None:
+        """Start the missing workers; meanwhile (the first start boots the forkserver, which imports
+        the work's modules) the parent runs the last tasks that `inline` allows itself."""
+        missing = self._jobs - len(self._workers)
+        if missing <= 0:
+            return
+        if self._inline is None:
+            self._workers.extend(self._spawn() for _ in range(missing))
+            return
+        started: list[_Worker] = []
+        failure: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                started.extend(self._spawn() for _ in range(missing))
+            except BaseException as exc:  # re-raised below, in the caller's thread
+                failure.append(exc)
+
+        starter = threading.Thread(target=start, name="kb-extract-start", daemon=True)
+        starter.start()
+        try:
+            while starter.is_alive() and (item := feed.take_last(self._inline)) is not None:
+                seq, task = item
+                done[seq] = self._work(*task)
+        finally:  # the workers started are the pool's to stop, whatever happened here
+            starter.join()
+            self._workers.extend(started)
+        if failure:
+            raise failure[0]
 
     def _send(self, worker: _Worker, batch: Batch, again: deque[Batch]) -> None:
         try:
@@ -286,9 +333,7 @@ class ExtractionPool(Generic[R]):
         """Whether enough results are in flight or held back for order (a slow task holds back
         every later result): so many messages' worth, by count and by weight."""
         window = self._jobs * WINDOW_PER_WORKER
-        return (
-            feed.taken - next_out >= window * self._batch or feed.held_weight >= window * self._batch_weight
-        )
+        return feed.held(next_out) >= window * self._batch or feed.held_weight >= window * self._batch_weight
 
     def _deadline(self, worker: _Worker) -> float:
         return worker.started + (self._timeout if worker.ready else STARTUP_TIMEOUT)

@@ -91,7 +91,7 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, roo
     small = len(todo) < PARALLEL_MIN_FILES or total_bytes < PARALLEL_MIN_BYTES
     cap, hardlinks = settings.max_file_bytes, settings.allow_hardlinks
     tasks = [(root, source.path, known, cap, hardlinks) for source, known in todo]
-    if small and not any(s.format in RENDERED_FORMATS or s.size > INLINE_MAX_BYTES for s, _ in todo):
+    if small and all(_inline_ok(s) for s, _ in todo):
         for task in tasks:
             yield _load(*task)
         return
@@ -99,6 +99,7 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, roo
 
     timeout = settings.extract_timeout
     weights = {s.path: BATCH_MAX_BYTES if s.format in RENDERED_FORMATS else s.size for s, _ in todo}
+    inline_ok = {s.path: _inline_ok(s) for s, _ in todo}  # while the workers start
     pool: ExtractionPool[Loaded]
     with ExtractionPool(
         _load,
@@ -110,8 +111,14 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, roo
         batch=settings.extract_batch,
         batch_weight=BATCH_MAX_BYTES,
         weigh=lambda task: weights[task[1]],
+        inline=lambda task: inline_ok[task[1]],
     ) as pool:
         yield from pool.map(tasks)
+
+
+def _inline_ok(source: SourceFile) -> bool:
+    """Whether this process may extract the file itself, without a time budget."""
+    return source.format not in RENDERED_FORMATS and source.size <= INLINE_MAX_BYTES
 
 
 def _entry(source: SourceFile, sha: str, document: Document) -> ManifestEntry:

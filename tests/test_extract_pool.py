@@ -3,9 +3,12 @@ small tasks in which one bad task costs only itself."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -162,3 +165,42 @@ def test_a_task_as_heavy_as_a_batch_goes_alone(tmp_path: Path, caplog: pytest.Lo
         results = list(p.map(tasks))
     assert results == ["GOOD 0", "GOOD 1", f"timeout {heavy[0]}", "GOOD 3", "GOOD 4"]
     assert not [r for r in caplog.records if "retrying each alone" in r.getMessage()]  # stopped alone, once
+
+
+def pid_and_square(n: int) -> tuple[int, int]:
+    return os.getpid(), n * n
+
+
+def test_the_parent_never_runs_a_task_it_is_not_allowed_to_nor_any_before_it() -> None:
+    with ExtractionPool(
+        pid_and_square,
+        jobs=2,
+        timeout=30,
+        on_timeout=lambda _task: (0, -1),
+        on_crash=lambda _task: (0, -2),
+        batch=8,
+        inline=lambda task: task[0] != 300,
+    ) as p:
+        results = list(p.map((n,) for n in range(400)))
+    assert [square for _, square in results] == [n * n for n in range(400)]
+    by_parent = [n for n, (pid, _) in enumerate(results) if pid == os.getpid()]
+    assert by_parent == list(range(400 - len(by_parent), 400)) and 300 not in by_parent
+
+
+# In a fresh interpreter, whose first pool starts the forkserver (which imports the work's modules).
+FIRST_POOL = """
+import json, os
+from kb.extract_pool import ExtractionPool
+anything = lambda _task: True
+with ExtractionPool(os.getpid, jobs=2, timeout=30, on_timeout=print, on_crash=print, inline=anything) as pool:
+    pids = list(pool.map([()] * 3000))
+print(json.dumps([n for n, pid in enumerate(pids) if pid == os.getpid()]))
+"""
+
+
+def test_while_the_first_workers_start_the_parent_runs_the_last_tasks_itself() -> None:
+    run = subprocess.run([sys.executable, "-c", FIRST_POOL], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    by_parent = json.loads(run.stdout)
+    assert by_parent, "the parent ran nothing while its workers started"
+    assert by_parent == list(range(3000 - len(by_parent), 3000))
