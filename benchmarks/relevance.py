@@ -36,6 +36,7 @@ from mcp import Client
 from kb import ingest
 from kb.config import Settings
 from kb.index import DEFAULT_RANKING, Ranking, SearchIndex
+from kb.library import embed_missing
 from kb.server import KbRuntime, build_server
 
 HERE = Path(__file__).resolve().parent
@@ -146,6 +147,9 @@ async def kb_run(
     async with Client(build_server(settings, runtime=runtime), cache=None) as client:
         with anyio.fail_after(300):
             await runtime.wait_synced()
+            embedder = runtime.library.embedder
+            if embedder is not None:  # the vectors exist already: this loads the encoder
+                await anyio.to_thread.run_sync(embedder.idle.wait)
         for q in queries:
             started = time.perf_counter()
             result = await client.call_tool("search", {"query": q["text"], "limit": K})
@@ -161,10 +165,13 @@ async def kb_run(
 
 
 def index_with_kb(settings: Settings) -> float:
+    """`kb index`'s work: the sync, then (with semantic search on) the passages' vectors."""
     started = time.perf_counter()
     index = SearchIndex.open(settings.index_dir, settings.root)
     try:
-        ingest.sync(settings, index)
+        report = ingest.sync(settings, index)
+        if settings.semantic:
+            embed_missing(settings, index, report)
     finally:
         index.close()
     return time.perf_counter() - started
@@ -174,11 +181,17 @@ def index_with_kb(settings: Settings) -> float:
 
 
 def ablate(settings: Settings, queries: list[dict[str, Any]], qrels: Qrels) -> list[dict[str, Any]]:
-    """kb's figures with each of ABLATIONS in turn."""
+    """kb's figures with each of ABLATIONS in turn, and without semantic search."""
     rows = []
+    lexical = settings.model_copy(update={"semantic": False})
     for name, ranking in ABLATIONS.items():
         run, seconds, _ = anyio.run(kb_run, settings, queries, ranking)
         rows.append(score(f"  {name}", run, qrels, seconds))
+        if settings.semantic and ranking.feedback_terms == 0:
+            run, seconds, _ = anyio.run(kb_run, lexical, queries, ranking)
+            rows.append(score(f"  {name}, without semantic search", run, qrels, seconds))
+    run, seconds, _ = anyio.run(kb_run, lexical, queries)
+    rows.append(score("  without semantic search", run, qrels, seconds))
     return rows
 
 

@@ -138,6 +138,12 @@ max_file_mb_option = click.option(
     default=None,
     help="Skip files larger than this many MB [env KB_MAX_FILE_MB; default 20].",
 )
+semantic_option = click.option(
+    "--semantic",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Search by meaning too, with passage vectors made on this machine [env KB_SEMANTIC; default on].",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 
 
@@ -201,6 +207,7 @@ def _parse_http(value: str) -> tuple[str, int]:
 )
 @jobs_option
 @max_file_mb_option
+@semantic_option
 @click.option(
     "--log-format",
     type=click.Choice(get_args(Settings.model_fields["log_format"].annotation)),
@@ -221,6 +228,7 @@ def serve_command(
     rescan_seconds: float | None,
     jobs: int | None,
     max_file_mb: float | None,
+    semantic: str | None,
     log_format: str | None,
 ) -> None:
     """Serve the documents under ROOT to MCP clients (stdio by default; --http for streamable HTTP).
@@ -238,6 +246,7 @@ def serve_command(
         rescan_seconds=rescan_seconds,
         jobs=jobs,
         max_file_mb=max_file_mb,
+        semantic=semantic,
         log_format=log_format,
     )
     from kb import server
@@ -275,6 +284,7 @@ def serve_command(
     default=None,
     help="Seconds to wait for another process writing the index [default 60].",
 )
+@semantic_option
 @json_option
 @click.pass_context
 def index_command(
@@ -285,6 +295,7 @@ def index_command(
     jobs: int | None,
     max_file_mb: float | None,
     lock_wait: float | None,
+    semantic: str | None,
     as_json: bool,
 ) -> None:
     """Index the documents under ROOT once, then exit (for cron jobs and systemd timers).
@@ -293,7 +304,13 @@ def index_command(
     2 usage or configuration error; 3 the index is locked by another process.
     """
     settings = _settings(
-        ctx, root=root, index_dir=index_dir, jobs=jobs, lock_wait=lock_wait, max_file_mb=max_file_mb
+        ctx,
+        root=root,
+        index_dir=index_dir,
+        jobs=jobs,
+        lock_wait=lock_wait,
+        max_file_mb=max_file_mb,
+        semantic=semantic,
     )
     from kb.index import SearchIndex
     from kb.ingest import sync
@@ -304,6 +321,8 @@ def index_command(
             report = sync(settings, index, rebuild=rebuild, progress=progress)
     except KbError as exc:
         _fail(exc)
+    if settings.semantic:
+        _embed_missing(settings, index, report, progress_shown=not as_json)
     if as_json:
         _emit_json(report.model_dump())
     else:
@@ -312,7 +331,9 @@ def index_command(
             f"indexed {report.root} in {report.seconds:.2f}s: {report.added} added, "
             f"{report.updated} updated, {report.removed} removed, {report.unchanged} unchanged, "
             f"{len(report.failed)} failed, "
-            f"{len(report.skipped)} skipped" + (f", {not_read} of other kinds not read" if not_read else ""),
+            f"{len(report.skipped)} skipped"
+            + (f", {not_read} of other kinds not read" if not_read else "")
+            + (f"; {report.embedded} passages embedded" if report.embedded else ""),
             err=True,
         )
         for problem in report.failed:
@@ -322,6 +343,33 @@ def index_command(
     if not (report.added or report.updated or report.unchanged or report.failed):
         click.echo(_nothing_to_read(report), err=True)
     ctx.exit(EXIT_FAILED_FILES if report.failed else EXIT_OK)
+
+
+def _embed_missing(settings: Settings, index: Any, report: SyncReport, *, progress_shown: bool) -> None:
+    """`library.embed_missing`, with its own progress bar; counted in `report`."""
+    from kb.library import embed_missing
+    from kb.semantic import SemanticUnavailableError
+
+    try:
+        with _progress_bar(enabled=progress_shown, label="embedding") as progress:
+            embed_missing(settings, index, report, progress=progress)
+    except SemanticUnavailableError as exc:
+        logging.getLogger("kb.cli").warning("%s; the index is lexical only", exc)
+
+
+def _semantic_for(settings: Settings, index: Any) -> Any:
+    """The index's vectors with the encoder loaded, or None (semantic search off or unavailable)."""
+    from kb.semantic import Semantic, SemanticUnavailableError
+
+    if not settings.semantic:
+        return None
+    semantic = Semantic(index.vectors_dir, settings.cache_dir)
+    try:
+        semantic.load(threads=1)
+    except SemanticUnavailableError as exc:
+        logging.getLogger("kb.cli").warning("%s; searching by words only", exc)
+        return None
+    return semantic
 
 
 def _nothing_to_read(report: SyncReport) -> str:
@@ -348,8 +396,9 @@ class _progress_bar:
     into it, and it ends as soon as the last file is done, before the sync's closing log line.
     """
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, label: str = "indexing") -> None:
         self._enabled = enabled and sys.stderr.isatty()
+        self._label = label
         self._bar: Any = None
         self._task: Any = None
         self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
@@ -363,7 +412,7 @@ class _progress_bar:
         stderr = sys.stderr
         self._bar = Progress(console=Console(stderr=True), transient=True, redirect_stderr=True)
         self._bar.start()
-        self._task = self._bar.add_task("indexing", total=None)
+        self._task = self._bar.add_task(self._label, total=None)
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is stderr:
                 self._handlers.append((handler, handler.setStream(sys.stderr)))  # rich's stand-in
@@ -393,18 +442,28 @@ class _progress_bar:
 @index_dir_option
 @click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True, help="Results to show.")
 @click.option("--all-passages", is_flag=True, help="List every matching passage, not one per document.")
+@semantic_option
 @json_option
 @click.pass_context
 def search_command(
-    ctx: click.Context, query: str, index_dir: Path | None, limit: int, all_passages: bool, as_json: bool
+    ctx: click.Context,
+    query: str,
+    index_dir: Path | None,
+    limit: int,
+    all_passages: bool,
+    semantic: str | None,
+    as_json: bool,
 ) -> None:
     """Search the index for QUERY (words, "phrases", AND/OR/NOT, field:term)."""
-    settings = _settings(ctx, index_dir=index_dir)
+    settings = _settings(ctx, index_dir=index_dir, semantic=semantic)
     from kb.index import SearchIndex
+    from kb.library import search
 
     try:
         index = SearchIndex.open(settings.index_dir)
-        results = index.search(query, limit=limit, all_passages=all_passages)
+        results = search(
+            index, _semantic_for(settings, index), query, None, limit=limit, all_passages=all_passages
+        )
     except KbError as exc:
         _fail(exc)
     for hit in results.results:

@@ -17,6 +17,12 @@ ENV_PREFIX = "KB_"
 INPUT_ALIASES = {"max_file_mb": "max_file_bytes"}
 
 
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    """$XDG_CACHE_HOME/kb, or ~/.cache/kb."""
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kb"
+
+
 class Settings(BaseModel):
     """Everything kb's parts need to know; the CLI builds one with `from_env`, tests their own."""
 
@@ -46,6 +52,13 @@ class Settings(BaseModel):
     commit_every_files: int = Field(default=10_000, ge=1, description="Files written between commits")
     # ...and however few files that is, a sync commits this often, so an interrupted one keeps its work.
     commit_every_seconds: float = Field(default=2.0, gt=0, description="Most seconds of work between commits")
+    semantic: bool = Field(
+        default=True, description="Search by meaning too (passage vectors); off: lexical ranking only"
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: default_cache_dir(os.environ),
+        description="Where kb keeps what it prepares once per machine (the semantic model)",
+    )
     log_format: Literal["text", "json"] = "text"
     debug: bool = Field(default=False, description="Verbose logs, and tracebacks on errors")
 

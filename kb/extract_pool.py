@@ -383,7 +383,7 @@ class ExtractionPool(Generic[R]):
             done[seq] = failed(task)
             retries = behind
         else:
-            logger.debug("a batch of %d files was stopped; retrying each alone", len(first))
+            logger.debug("a batch of %d tasks was stopped; retrying each alone", len(first))
             retries = [[item] for item in first] + behind
         again.extendleft(reversed(retries))
         self._replace(worker)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from kb.models import (
     StoredDocument,
     SyncReport,
 )
+from kb.semantic import Embedder, Semantic
 from kb.watcher import Watcher
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ class Library:
         self._closing = False
         self._stop = threading.Event()  # tells a running startup sync to end early
         self._sync_thread: threading.Thread | None = None
+        self.semantic = Semantic(index.vectors_dir, settings.cache_dir) if settings.semantic else None
+        self.embedder: Embedder | None = None
 
     @classmethod
     def open(cls, settings: Settings, ranking: Ranking = DEFAULT_RANKING) -> Library:
@@ -83,6 +87,10 @@ class Library:
         `on_synced(report)` runs in the sync thread when the sync ends (`None` if it failed);
         `on_commit(report)` runs in the watcher's thread after each commit it makes.
         """
+        if self.semantic is not None:
+            self.embedder = Embedder(
+                self.semantic, self.index.passages, self.index.vector_keys, threads=_serving_threads()
+            )
         # A plain thread: whoever asked (one client connection) may be gone before it ends.
         self._sync_thread = threading.Thread(
             target=self._sync_then_watch, args=(on_synced, on_commit), name="kb-sync", daemon=True
@@ -99,6 +107,8 @@ class Library:
             self._sync_thread.join()
         if self.watcher is not None:
             self.watcher.stop()
+        if self.embedder is not None:
+            self.embedder.stop()
         self.index.close()
 
     def _sync_then_watch(self, on_synced: OnSynced | None, on_commit: OnCommit | None) -> None:
@@ -115,13 +125,27 @@ class Library:
         if on_synced is not None:
             on_synced(self.last_sync)
         with self._lifecycle:
-            if self._closing or not self.settings.watch:
+            if self._closing:
                 return
-            self.watcher = Watcher(self.settings, self.index, on_commit=on_commit)
+            if self.embedder is not None:
+                # After the first sync: until then the cores are the extraction's, for BM25 first.
+                self.embedder.start()
+            if not self.settings.watch:
+                return
+            self.watcher = Watcher(self.settings, self.index, on_commit=self._committed(on_commit))
             self.watcher.start()  # if the folder cannot be observed, it falls back to periodic rescans
         if self.watcher.state == "watching":
             logger.info("watching %s for changes", self.settings.root)
         self.watching.set()
+
+    def _committed(self, on_commit: OnCommit | None) -> OnCommit:
+        def committed(report: SyncReport) -> None:
+            if self.embedder is not None:
+                self.embedder.changed([*report.added_paths, *report.updated_paths])
+            if on_commit is not None:
+                on_commit(report)
+
+        return committed
 
     @property
     def syncing(self) -> bool:
@@ -135,6 +159,7 @@ class Library:
             "syncing": self.syncing,
             "sync_error": self.sync_error,
             **(watcher.status() if watcher is not None else {"watcher": "off", "last_commit": None}),
+            "semantic": self._semantic_status(),
             "last_sync": None
             if report is None
             else {
@@ -148,15 +173,38 @@ class Library:
             },
         }
 
+    def _semantic_status(self) -> dict[str, Any]:
+        semantic, embedder = self.semantic, self.embedder
+        if semantic is None:
+            return {"state": "off"}
+        if embedder is None or (embedder.coverage is not None and semantic.encoder is None):
+            state = "loading"
+        elif embedder.coverage is None:
+            return {"state": "unavailable", "error": embedder.error}
+        else:
+            state = "ready" if embedder.idle.is_set() else "embedding"
+        return {
+            "state": state,
+            "vectors": len(semantic.store),
+            "coverage": embedder.coverage if embedder else 0.0,
+        }
+
+    @property
+    def semantic_coverage(self) -> float | None:
+        """The share of passages search finds by meaning too; None when semantic search is off here."""
+        if self.semantic is None:
+            return None
+        return self.embedder.coverage if self.embedder is not None else 0.0
+
     # ---- reading -------------------------------------------------------------------------
 
     def search(self, query: str, **options: Any) -> SearchResults:
-        """`SearchIndex.search` on this library's index.
+        """Search this library's index, by words and by meaning (see `search`).
 
         Raises:
             QueryError: a filter is malformed.
         """
-        return self.index.search(query, **options)
+        return search(self.index, self.semantic, query, self.semantic_coverage, **options)
 
     def document_paths(self) -> list[str]:
         """Every indexed document's path, sorted; read from the index again only after a commit."""
@@ -354,6 +402,54 @@ class Library:
             self.settings.max_file_bytes,
             allow_hardlinks=self.settings.allow_hardlinks,
         )
+
+
+FILTERS = ("path", "formats", "tags", "modified_after")
+
+
+def search(
+    index: SearchIndex, semantic: Semantic | None, query: str, coverage: float | None, **options: Any
+) -> SearchResults:
+    """`index.search`, fused with the passages nearest in meaning once `semantic`'s encoder is
+    loaded; `coverage` is reported with the results.
+
+    Raises:
+        QueryError: a filter is malformed.
+    """
+    nearest = None
+    if semantic is not None and semantic.encoder is not None:
+        count = index.ranking.vector_candidates
+        if any(options.get(name) for name in FILTERS):
+            count *= 10  # the filters will keep only some of them
+        nearest = semantic.nearest(query, count)
+    results = index.search(query, nearest=nearest, **options)
+    results.semantic_coverage = coverage
+    return results
+
+
+def embed_missing(
+    settings: Settings, index: SearchIndex, report: SyncReport, progress: ingest.Progress | None = None
+) -> None:
+    """Give every passage that lacks one its vector, using every core (a stop or a crash keeps
+    what was written), then drop the vectors no passage uses; counted in `report`.
+
+    Raises:
+        SemanticUnavailableError: the encoder cannot run here (the index stays lexical).
+    """
+    started = time.monotonic()
+    semantic = Semantic(index.vectors_dir, settings.cache_dir)
+    semantic.load(threads=os.cpu_count() or 1)
+    todo = index.passages(lambda key: not semantic.store.has(key))
+    report.embedded = semantic.embed(todo, progress=progress)
+    keys = index.vector_keys()
+    semantic.store.compact(keys)
+    report.semantic_coverage = round(semantic.coverage(keys), 4)
+    report.embedding_seconds = round(time.monotonic() - started, 3)
+
+
+def _serving_threads() -> int:
+    """Threads for embedding while serving: all cores but one, which stays for the clients."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 def render(doc: StoredDocument) -> str:

@@ -132,6 +132,11 @@ class SearchResults(BaseModel):
     corrections: dict[str, list[str]] = Field(
         default_factory=dict, description="Each unknown word as typed, and the indexed terms used instead"
     )
+    semantic_coverage: float | None = Field(
+        default=None,
+        description="Share of passages also searched by meaning (below 1 while kb is still embedding "
+        "them); null when semantic search is off",
+    )
 
 
 class StoredDocument(BaseModel):
@@ -195,6 +200,11 @@ class SyncReport(BaseModel):
         default_factory=dict, description="Files of kinds kb does not read, by extension ('' for none)"
     )
     seconds: float = 0.0
+    embedded: int = Field(default=0, description="Passages given a vector in this run")
+    embedding_seconds: float = Field(default=0.0, description="Time spent embedding, after `seconds`")
+    semantic_coverage: float | None = Field(
+        default=None, description="Share of all passages that have a vector; null when semantic search is off"
+    )
     # Which documents changed, for change notifications; not part of the JSON report.
     added_paths: list[str] = Field(default_factory=list, exclude=True)
     updated_paths: list[str] = Field(default_factory=list, exclude=True)

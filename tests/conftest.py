@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,11 @@ import pytest
 from mcp_helpers import index_now, make_settings
 
 from kb.config import Settings
+
+# Semantic search is on by default, but embedding every test corpus in every `kb` process would
+# take most of the suite's time: commands read this, and test_semantic.py turns it on where tested.
+# (Settings built in a test are on: their small corpora embed in a moment.)
+os.environ.setdefault("KB_SEMANTIC", "off")
 
 SAMPLE_DOCS = Path(__file__).resolve().parent.parent / "sample_docs"
 

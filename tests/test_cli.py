@@ -57,6 +57,9 @@ def test_index_json_is_one_object_with_the_contract_keys(sample_docs: Path, tmp_
         "skipped",
         "unsupported",  # added by issue 14: files of kinds kb does not read, by extension
         "seconds",
+        "embedded",  # added by issue 13: passages given a vector, the time it took, and the share
+        "embedding_seconds",  # of all passages with one (null: semantic search off, as in the suite)
+        "semantic_coverage",
     }
     assert report["added"] == len([p for p in sample_docs.rglob("*") if p.is_file()])
     assert report["failed"] == [] and report["skipped"] == [] and report["unsupported"] == {}

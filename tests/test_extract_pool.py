@@ -137,7 +137,7 @@ def test_a_hanging_file_in_a_batch_fails_alone_and_the_rest_of_its_batch_is_done
     assert results == [f"timeout {tasks[11][0]}" if n == 11 else f"GOOD {n}" for n in range(40)]
     # It was stopped in a batch, whose files were then retried one by one.
     assert [r.getMessage() for r in caplog.records if "retrying each alone" in r.getMessage()] == [
-        "a batch of 8 files was stopped; retrying each alone"
+        "a batch of 8 tasks was stopped; retrying each alone"
     ]
 
 

@@ -12,6 +12,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kb"
 # A third-party package, and the only part of kb that may import it.
 OWNERS = {"mcp": "kb.server", "mcp_types": "kb.server", "uvicorn": "kb.server", "starlette": "kb.server"}
 OWNERS |= {"tantivy": "kb.index", "click": "kb.cli"}
+OWNERS |= {
+    "onnxruntime": "kb.semantic",
+    "onnx": "kb.semantic",
+    "tokenizers": "kb.semantic",
+    "numpy": "kb.semantic",
+}
 
 
 def _find_modules() -> dict[str, Path]:

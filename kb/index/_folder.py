@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 SIDECAR = "kb-index.json"
 # Files a fresh index folder may already hold (the repo ships index/ with these two).
 KEEP_FILES = frozenset({"README.md", ".gitignore"})
+# The passage vectors' folder (kb.semantic's). A rebuild keeps it: a vector is keyed by the text it
+# was made from, so it is valid for any index, and the rebuilt one finds its vectors there.
+VECTORS_FOLDER = "vectors"
+_KEPT = KEEP_FILES | {VECTORS_FOLDER}
 # What kb and Tantivy write in an index folder: kb's files are all named kb-*, Tantivy's are its
 # meta files and locks, segment files named by a 32-digit hex id, and its atomic writes' temp files.
 _KB_FILE = re.compile(r"kb-[a-z-]+\.(json|tmp|json\.tmp)")
@@ -224,7 +228,7 @@ def _ensure_empty_or_absent(index_dir: Path) -> None:
         return
     if not index_dir.is_dir():
         raise ConfigError(f"--index-dir {index_dir} is not a folder")
-    stray = [p.name for p in index_dir.iterdir() if p.name not in KEEP_FILES]
+    stray = [p.name for p in index_dir.iterdir() if p.name not in _KEPT]
     if all(_KB_FILE.fullmatch(name) for name in stray):
         return  # empty, or kb stopped before Tantivy made anything
     if all(_is_index_file(name) for name in stray) and any(_KB_FILE.fullmatch(name) for name in stray):
@@ -244,7 +248,7 @@ def _wipe(index_dir: Path) -> None:
     """
     if (holder := holder_of(index_dir)) is not None:
         raise IndexLockedError(str(index_dir), holder, 0)
-    entries = [entry for entry in index_dir.iterdir() if entry.name not in KEEP_FILES]
+    entries = [entry for entry in index_dir.iterdir() if entry.name not in _KEPT]
     foreign = sorted(e.name for e in entries if not _is_index_file(e.name) or e.is_dir() or e.is_symlink())
     if foreign:
         raise ConfigError(

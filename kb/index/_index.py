@@ -15,7 +15,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import tantivy
 from kb.errors import DocumentNotFoundError
 from kb.index import _lock
 from kb.index._batch import IndexBatch
-from kb.index._folder import open_folder
+from kb.index._folder import VECTORS_FOLDER, open_folder
 from kb.index._query import DEFAULT_RANKING, QueryPlan, Ranking, plan_query, prefix_regex
 from kb.index._results import SNIPPET_CHARS, hit
 from kb.index._schema import (
@@ -32,6 +32,7 @@ from kb.index._schema import (
     build_schema,
     file_record_query,
     int_of,
+    passage_text,
     section_from_record,
     text_of,
 )
@@ -86,6 +87,15 @@ class SearchIndex:
         """
         index, index_dir, root = open_folder(index_dir, root, rebuild=rebuild)
         return cls(index, index_dir, root, ranking)
+
+    @property
+    def ranking(self) -> Ranking:
+        return self._ranking
+
+    @property
+    def vectors_dir(self) -> Path:
+        """Where the passages' vectors are kept, beside the index (see `kb.semantic`)."""
+        return self.index_dir / VECTORS_FOLDER
 
     def close(self) -> None:
         """Release the index (readers are dropped with the object)."""
@@ -206,6 +216,49 @@ class SearchIndex:
             found[entry.path] = entry
         return found
 
+    def passages(
+        self, wanted: Callable[[int], bool], paths: list[str] | None = None
+    ) -> Iterator[tuple[int, str]]:
+        """The vector key of each passage that is `wanted`, and the text its vector is made from
+        (passages of `paths` only, if given); each key once."""
+        searcher = self._searcher()
+        query = self._term("kind", "section")
+        if paths is not None:
+            if not paths:
+                return
+            query = tantivy.Query.boolean_query(
+                [
+                    (tantivy.Occur.Must, query),
+                    (tantivy.Occur.Must, tantivy.Query.term_set_query(self._schema, "path", paths)),
+                ]
+            )
+        matching = _count(searcher.search(query, limit=1, count=True))
+        if not matching:
+            return
+        addresses = [address for _, address in searcher.search(query, limit=matching, count=False).hits]
+        seen: set[int] = set()
+        for address, value in zip(addresses, searcher.fast_field_values("vector_key", addresses), strict=True):
+            key = int(value or 0)
+            if key in seen or not wanted(key):
+                continue
+            seen.add(key)
+            yield key, self._passage_text(searcher, address)
+
+    def vector_keys(self) -> set[int]:
+        """The vector key of every passage."""
+        searcher = self._searcher()
+        query = self._term("kind", "section")
+        matching = _count(searcher.search(query, limit=1, count=True))
+        if not matching:
+            return set()
+        addresses = [address for _, address in searcher.search(query, limit=matching, count=False).hits]
+        return {int(v or 0) for v in searcher.fast_field_values("vector_key", addresses)}
+
+    @staticmethod
+    def _passage_text(searcher: tantivy.Searcher, address: tantivy.DocAddress) -> str:
+        record = searcher.doc(address)
+        return passage_text(text_of(record, "title"), text_of(record, "heading"), text_of(record, "body"))
+
     def generation(self) -> tuple[int, ...]:
         """Changes whenever a commit lands (ours or another process's): cheap, for caches."""
         try:
@@ -285,8 +338,13 @@ class SearchIndex:
         tags: list[str] | None = None,
         modified_after: datetime | None = None,
         all_passages: bool = False,
+        nearest: list[tuple[int, float]] | None = None,
     ) -> SearchResults:
         """Rank passages for `query`; by default each document appears once, with its best passage.
+
+        `nearest` are the vector keys (see `passages`) most like the query in meaning, best first:
+        for a query of plain words, their passages are fused with the lexical ranking (filters apply
+        to both).
 
         Raises:
             QueryError: a filter is malformed (the query text itself never fails: it falls back to
@@ -304,14 +362,15 @@ class SearchIndex:
             vocabulary=Vocabulary(searcher),
             ranking=self._ranking,
         )
+        meaning = self._by_meaning(searcher, plan, nearest or [], all_passages) if plan.natural else []
         try:
-            return self._run(searcher, plan, query, limit, offset, all_passages)
+            return self._run(searcher, plan, query, limit, offset, all_passages, meaning)
         except ValueError:
             if plan.as_words is None:
                 raise
             # Parsed, but refused when run ('title:*'): the query text never fails, its words are searched.
             logger.debug("query %r refused by the engine; searching its words", query[:80])
-            return self._run(searcher, plan.as_words(), query, limit, offset, all_passages)
+            return self._run(searcher, plan.as_words(), query, limit, offset, all_passages, meaning)
 
     def _run(
         self,
@@ -321,16 +380,20 @@ class SearchIndex:
         limit: int,
         offset: int,
         all_passages: bool,
+        meaning: list[tantivy.DocAddress],
     ) -> SearchResults:
         if plan.expand is not None:
             # The best passages for the question's own words lend it their vocabulary.
             best = searcher.search(plan.query, limit=self._ranking.feedback_passages, count=False).hits
             plan = plan.expand([(score, text_of(searcher.doc(address), "body")) for score, address in best])
-        hits, total, copies = self._collect(searcher, plan, offset + limit, all_passages)
+        wanted = offset + limit
+        hits, total, copies = self._collect(searcher, plan, wanted, all_passages, fusing=bool(meaning))
         if not hits and (retry := plan.fuzzy()) is not None:
             plan = retry
-            hits, total, copies = self._collect(searcher, plan, offset + limit, all_passages)
+            hits, total, copies = self._collect(searcher, plan, wanted, all_passages, fusing=bool(meaning))
         approximate = plan.approximate and bool(hits)
+        if meaning:
+            hits, total, copies = self._fuse(searcher, (hits, total, copies), meaning, all_passages)
         page = list(zip(hits, copies, strict=True))[offset : offset + limit]
         snippets = tantivy.SnippetGenerator.create(searcher, plan.text_query, self._schema, "body")
         snippets.set_max_num_chars(SNIPPET_CHARS)
@@ -354,15 +417,18 @@ class SearchIndex:
         )
 
     def _collect(
-        self, searcher: tantivy.Searcher, plan: QueryPlan, wanted: int, all_passages: bool
+        self, searcher: tantivy.Searcher, plan: QueryPlan, wanted: int, all_passages: bool, fusing: bool = False
     ) -> tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]]]:
         """The best `wanted` hits, how many exist, and for each hit the copies of its passage in
         other documents. Unless `all_passages`, a document takes one slot (its best passage) and
-        so does a passage found in several documents."""
+        so does a passage found in several documents. When `fusing`, at least twice
+        `vector_candidates` passages are scanned, so that the lexical side of the fusion is about
+        as deep as the other."""
+        depth = 2 * self._ranking.vector_candidates if fusing else 0
         if all_passages:
-            result = searcher.search(plan.query, limit=wanted, count=True)
+            result = searcher.search(plan.query, limit=max(wanted, depth), count=True)
             return list(result.hits), _count(result), [[] for _ in result.hits]
-        scan = min(max(wanted * 10, 100), MAX_HITS_SCANNED)
+        scan = min(max(wanted * 10, 100, depth), MAX_HITS_SCANNED)
         while True:
             # No count: fewer hits than asked for already says the scan saw them all, and without
             # counting Tantivy may skip passages that cannot reach the top (~15% of a search).
@@ -378,6 +444,64 @@ class SearchIndex:
                 total = len(slots) if exhausted else max(len(slots), wanted + 1)
                 return slots, total, copies
             scan = min(scan * 4, MAX_HITS_SCANNED)
+
+    def _by_meaning(
+        self, searcher: tantivy.Searcher, plan: QueryPlan, nearest: list[tuple[int, float]], all_passages: bool
+    ) -> list[tantivy.DocAddress]:
+        """The passages with the `nearest` vector keys that pass the filters, best first; unless
+        `all_passages`, only each document's first."""
+        if not nearest:
+            return []
+        keys = [key for key, _ in nearest]
+        query = plan.restrict(tantivy.Query.term_set_query(self._schema, "vector_key", keys))
+        # A key is shared by every copy of a passage, so there may be more passages than keys.
+        found = searcher.search(query, limit=len(keys) * 4, count=False).hits
+        addresses = [address for _, address in found]
+        rank = {key: i for i, key in enumerate(keys)}
+        values = searcher.fast_field_values("vector_key", addresses)
+        ranked = sorted(zip(addresses, values, strict=True), key=lambda pair: rank.get(int(pair[1] or 0), len(rank)))
+        if all_passages:
+            return [address for address, _ in ranked]
+        nums = searcher.fast_field_values("doc_num", [address for address, _ in ranked])
+        first: dict[int, tantivy.DocAddress] = {}
+        for (address, _), num in zip(ranked, nums, strict=True):
+            first.setdefault(int(num or 0), address)
+        return list(first.values())
+
+    def _fuse(
+        self,
+        searcher: tantivy.Searcher,
+        lexical: tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]]],
+        meaning: list[tantivy.DocAddress],
+        all_passages: bool,
+    ) -> tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]]]:
+        """Reciprocal rank fusion of the lexical hits (with their copies) and the passages found by
+        meaning: by document, or by passage with `all_passages`. A document keeps the passage that
+        ranked it lexically, if any."""
+        hits, total, lexical_copies = lexical
+        k = self._ranking.rrf_k
+        scores: dict[tuple[int, int], float] = {}
+        shown: dict[tuple[int, int], tantivy.DocAddress] = {}
+        for ranking in ([address for _, address in hits], meaning):
+            docs = searcher.fast_field_values("doc_num", ranking)
+            passages = searcher.fast_field_values("ordinal", ranking) if all_passages else [0] * len(ranking)
+            for rank, (address, doc, passage) in enumerate(zip(ranking, docs, passages, strict=True)):
+                identity = (int(doc or 0), int(passage or 0))
+                scores[identity] = scores.get(identity, 0.0) + 1.0 / (k + rank + 1)
+                shown.setdefault(identity, address)
+        fused = sorted(((score, shown[key]) for key, score in scores.items()), key=lambda h: -h[0])
+        if all_passages:
+            return fused, max(total, len(fused)), [[] for _ in fused]
+        slots, copies = _one_slot_per_passage(searcher, fused)
+        known = {_place(address): others for (_, address), others in zip(hits, lexical_copies, strict=True)}
+        for (_, address), others in zip(slots, copies, strict=True):
+            named = {_place(c) for c in others}
+            others.extend(c for c in known.get(_place(address), []) if _place(c) not in named)
+        return slots, max(total, len(slots)), copies
+
+
+def _place(address: tantivy.DocAddress) -> tuple[int, int]:
+    return (address.segment_ord, address.doc)
 
 
 def _one_slot_per_passage(

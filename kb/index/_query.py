@@ -69,7 +69,8 @@ class Ranking:
     dominate the `feedback_passages` best passages are the vocabulary of the answer, which a
     question often lacks; `feedback_terms` of them are added (0: no feedback), the strongest
     weighing `feedback_weight` (as much as one of the question's words), each passage read for
-    `feedback_chars` (a text section's size: bounds the time on long ones).
+    `feedback_chars` (a text section's size: bounds the time on long ones). With semantic search,
+    the lexical ranking is fused with the `vector_candidates` passages nearest in meaning.
     """
 
     field_boosts: tuple[tuple[str, float], ...] = (("title", 0.5), ("heading", 0.5), ("body", 1.0))
@@ -80,6 +81,10 @@ class Ranking:
     feedback_terms: int = 30
     feedback_weight: float = 1.0
     feedback_chars: int = 2_000
+    # Reciprocal rank fusion of the lexical and the vector rankings: a document's score is the sum
+    # of 1 / (rrf_k + rank) over both. 60 is the constant of the method's paper, not a fitted value.
+    rrf_k: int = 60
+    vector_candidates: int = 100
 
     @property
     def boosts(self) -> dict[str, float]:
@@ -100,7 +105,9 @@ class QueryPlan:
     `expand(best)` builds the plan that reranks the same matches with words of the best passages
     for `query` (`(score, text)` pairs); None for queries written in Tantivy's syntax, run as written.
     `as_words()` is the plan of the text's plain words, for a query Tantivy parses but refuses to
-    run ('title:*': the field is not a fast field).
+    run ('title:*': the field is not a fast field). `natural` says the text is plain words, so a
+    passage alike in meaning may answer it too (Tantivy's syntax means exactly what it says), and
+    `restrict(query)` applies the plan's filters to another query.
     """
 
     query: tantivy.Query
@@ -110,6 +117,8 @@ class QueryPlan:
     expand: Callable[[list[tuple[float, str]]], QueryPlan] | None = None
     as_words: Callable[[], QueryPlan] | None = None
     corrections: dict[str, list[str]] = field(default_factory=dict)
+    natural: bool = False
+    restrict: Callable[[tantivy.Query], tantivy.Query] = lambda query: query
 
 
 def _restrict(query: tantivy.Query, filters: list[tantivy.Query]) -> tantivy.Query:
@@ -460,4 +469,6 @@ def plan_query(
         expand if parsed.terms and ranking.feedback_terms else None,
         None if parsed.terms else as_words,
         parsed.corrections,
+        natural=not _OPERATOR.search(text) or bool(_unknown_fields(text)),
+        restrict=lambda query: _restrict(query, filters),
     )

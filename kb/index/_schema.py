@@ -14,7 +14,7 @@ import tantivy
 
 from kb.models import Document, ManifestEntry, Section
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Title, heading and body: words lowercased, accents folded ('café' is 'cafe', 'straße' is 'strasse')
 # and English stems. Tantivy keeps no analyzer in the index, so every opening registers it.
 TEXT_TOKENIZER = "kb_text"
@@ -58,6 +58,9 @@ def build_schema() -> tantivy.Schema:
     # The same for a passage's words (see `passage_key`), so copies of one passage in several
     # documents (a book's two trees, one page per product version) take one result slot.
     sb.add_integer_field("content", fast=True)
+    # Which vector the passage needs (see `vector_key`): indexed to find a vector's passages, fast to
+    # list the keys without loading records.
+    sb.add_integer_field("vector_key", indexed=True, fast=True)
     sb.add_integer_field("line_start", stored=True)
     sb.add_integer_field("line_end", stored=True)
     sb.add_integer_field("mtime", stored=True, indexed=True, fast=True)  # seconds since the epoch
@@ -92,6 +95,20 @@ def passage_key(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(b" ".join(words), digest_size=8).digest(), "big", signed=True)
 
 
+EMBEDDED_CHARS = 1_500  # the encoder reads ~128 word pieces; more text would only cost tokenizing
+
+
+def passage_text(title: str, heading: str, body: str) -> str:
+    """What a passage's vector is made from: its document's title, its heading, then its words."""
+    head = title if not heading or heading == title else f"{title}: {heading}"
+    return f"{head}\n{body}"[:EMBEDDED_CHARS]
+
+
+def vector_key(text: str) -> int:
+    """The key of the vector of `text` (`passage_text`): equal texts share one vector."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
+
+
 def passage_keys(doc: Document) -> list[int]:
     """`passage_key` of each section of `doc`, in order: what `IndexBatch.put` would compute, for a
     caller that has spare processors to compute it on (an extraction worker)."""
@@ -118,6 +135,7 @@ def section_records(
             ordinal=ordinal,
             doc_num=num,
             content=key,
+            vector_key=vector_key(passage_text(doc.title, section.heading or "", section.text)),
             mtime=mtime,
         )
         for tag in entry.tags:

