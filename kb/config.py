@@ -33,6 +33,11 @@ class Settings(BaseModel):
     max_file_bytes: int = Field(default=DEFAULT_MAX_FILE_BYTES, ge=1, description="Files larger are skipped")
     jobs: int = Field(default=0, ge=0, le=64, description="Extraction worker processes; 0 means one per core")
     extract_timeout: float = Field(default=30.0, gt=0, description="Seconds one file may take to extract")
+    # A pipe round trip to a worker costs about what extracting a small file does: small files go
+    # to the workers in batches (a batch that overruns the budget is retried file by file).
+    extract_batch: int = Field(
+        default=64, ge=1, le=10_000, description="Most small files sent to an extraction worker at once"
+    )
     url_base: str | None = Field(default=None, description="Web address where the documents are published")
     token: str | None = Field(default=None, description="Bearer token required on HTTP")
     allow_origins: list[str] = Field(default_factory=list, description="Extra Origins allowed on HTTP")

@@ -1,10 +1,13 @@
 """Worker processes that extract files in parallel, each file within a time budget.
 
 A PDF can make pypdf spin for minutes; a thread cannot be stopped, but a process can. Each worker
-works through the few files queued to it over a pipe, in order, so the pool knows which file a
-worker is on and since when; it kills a worker that overruns its budget (reporting that file as
-failed), hands the files queued behind it to others, and starts a fresh worker.
-Results come back in submission order, with a bounded number of files in flight.
+works through the few messages queued to it over a pipe, in order, so the pool knows which message
+a worker is on and since when. A message is one file, or a batch of small ones: a pipe round trip
+costs about as much as extracting a small file, so small files travel together, each batch within
+one file's budget. The pool kills a worker that overruns its budget and starts a fresh one; a file
+that overran alone is reported as failed, the files of a batch that overran are retried one by one
+(so a bad file costs only itself), and the messages queued behind go to other workers.
+Results come back in submission order, with a bounded number of messages in flight.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import multiprocessing
 import pickle
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -28,17 +32,18 @@ logger = logging.getLogger(__name__)
 
 _READY = "ready"
 _NOTHING = object()  # what `_receive` returns when a worker sent only log records
-STARTUP_TIMEOUT = 120.0
-PIPELINE_DEPTH = (
-    3  # tasks sent ahead to each worker  # a worker's start (imports) is not part of any file's budget
-)
+STARTUP_TIMEOUT = 120.0  # a worker's start (imports) is not part of any file's budget
+PIPELINE_DEPTH = 3  # messages sent ahead to each worker, so it never idles while the parent writes
+WINDOW_PER_WORKER = 16  # messages whose results may be held back for order behind a slow one
 
 R = TypeVar("R")
 Task = tuple[Any, ...]  # the arguments of one call of the work function
+Batch = list[tuple[int, Task]]  # one message: tasks with their place in the submission order
 
 
 def _serve(conn: Connection, work: Callable[..., object], log_levels: dict[str, int]) -> None:
-    """A worker's life: say it is ready, then run `work` on each task until told to stop (None).
+    """A worker's life: say it is ready, then run `work` on each task of each message it receives,
+    answering each message with the list of its results, until told to stop (None).
 
     A worker whose parent is gone (its pipe closed) leaves quietly. It starts with SIGINT and
     SIGTERM blocked (see `_spawn`) and keeps SIGINT blocked: the parent decides when it stops.
@@ -48,8 +53,8 @@ def _serve(conn: Connection, work: Callable[..., object], log_levels: dict[str, 
     _log_to_parent(conn, log_levels)
     try:
         conn.send(_READY)
-        while (task := conn.recv()) is not None:
-            conn.send(work(*task))
+        while (tasks := conn.recv()) is not None:
+            conn.send([work(*task) for task in tasks])
     except (EOFError, OSError):  # the parent's end of the pipe is closed: it is gone
         return
 
@@ -117,9 +122,72 @@ def _receive(conn: Connection) -> Any:
 class _Worker:
     process: BaseProcess
     conn: Connection
-    queue: deque[int] = field(default_factory=deque)  # its tasks, oldest (the one it is on) first
-    started: float = 0.0  # when it started its oldest task, or when it was spawned until it is ready
+    queue: deque[Batch] = field(default_factory=deque)  # its messages, oldest (the one it is on) first
+    started: float = 0.0  # when it started its oldest message, or when it was spawned until it is ready
     ready: bool = False
+
+
+class _Feed:
+    """The tasks still to send, cut into messages: consecutive tasks while they stay within
+    `max_tasks` and `max_weight` together, a task as heavy as `max_weight` alone; messages to send
+    again (retries, and those queued behind a stopped worker) first. It also keeps count of what
+    was sent and not yet `release`d: the results in flight or held back for order. `take_last`
+    hands out the last task instead, for the parent to run itself."""
+
+    def __init__(
+        self, tasks: Iterable[Task], max_tasks: int, max_weight: int, weigh: Callable[[Task], int]
+    ) -> None:
+        self._tasks = list(tasks)
+        self._front = 0  # tasks before it were sent (from the front)...
+        self._back = len(self._tasks)  # ...and from here on run by the parent (from the back)
+        self._max_tasks = max_tasks
+        self._max_weight = max_weight
+        self._weigh = weigh
+        self._weights: dict[int, int] = {}  # of the tasks sent and not released
+        self.again: deque[Batch] = deque()
+        self.held_weight = 0
+
+    @property
+    def empty(self) -> bool:
+        return self._front >= self._back and not self.again
+
+    def all_out(self, next_out: int) -> bool:
+        """Whether every result has been handed out."""
+        return self.empty and next_out == len(self._tasks)
+
+    def held(self, next_out: int) -> int:
+        """How many results sent for are not handed out yet (not those the parent made itself)."""
+        return self._front - next_out
+
+    def take(self, new: bool) -> Batch | None:
+        """The next message: one to send again, else (if `new`) the next tasks; None if neither."""
+        if self.again:
+            return self.again.popleft()
+        batch: Batch = []
+        total = 0
+        while new and self._front < self._back and len(batch) < self._max_tasks:
+            task = self._tasks[self._front]
+            weight = min(self._weigh(task), self._max_weight)  # a heavy task weighs one message
+            if batch and (total + weight > self._max_weight or weight == self._max_weight):
+                break
+            batch.append((self._front, task))
+            self._weights[self._front] = weight
+            self._front += 1
+            total += weight
+            if total >= self._max_weight:
+                break
+        self.held_weight += total
+        return batch or None
+
+    def take_last(self, allowed: Callable[[Task], bool]) -> tuple[int, Task] | None:
+        """The last task not taken yet, if `allowed`."""
+        if self._back > self._front and allowed(task := self._tasks[self._back - 1]):
+            self._back -= 1
+            return self._back, task
+        return None
+
+    def release(self, seq: int) -> None:
+        self.held_weight -= self._weights.pop(seq, 0)
 
 
 class ExtractionPool(Generic[R]):
@@ -128,6 +196,10 @@ class ExtractionPool(Generic[R]):
     `on_timeout(task)` and `on_crash(task)` build the result reported for a task whose worker was
     killed or died, so a caller always gets one result per task. `preload` names modules the
     workers import before their first task (forked from a server that already has them).
+    Up to `batch` consecutive tasks whose `weigh(task)` adds up to at most `batch_weight` go to a
+    worker in one message, within one task's budget; a task that weighs `batch_weight` goes alone.
+    While the workers start, the parent runs the last tasks itself for as long as `inline(task)`
+    says it may (without a budget: only for tasks that cannot take long).
     """
 
     def __init__(
@@ -138,15 +210,23 @@ class ExtractionPool(Generic[R]):
         on_timeout: Callable[[Task], R],
         on_crash: Callable[[Task], R],
         preload: tuple[str, ...] = (),
+        batch: int = 1,
+        batch_weight: int = 1,
+        weigh: Callable[[Task], int] = lambda _task: 0,
+        inline: Callable[[Task], bool] | None = None,
     ) -> None:
         # forkserver: the parent may run Tantivy's threads, which fork would copy mid-flight.
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload([work.__module__, *preload])
+        self._context.set_forkserver_preload([__name__, work.__module__, *preload])
         self._work = work
         self._jobs = max(1, jobs)
         self._timeout = timeout
         self._on_timeout = on_timeout
         self._on_crash = on_crash
+        self._batch = max(1, batch)
+        self._batch_weight = batch_weight
+        self._weigh = weigh
+        self._inline = inline
         self._workers: list[_Worker] = []
 
     def __enter__(self) -> ExtractionPool[R]:
@@ -182,43 +262,84 @@ class ExtractionPool(Generic[R]):
 
     def map(self, tasks: Iterable[Task]) -> Iterator[R]:
         """Results of `work(*task)` for each task, in order."""
-        while len(self._workers) < self._jobs:
-            self._workers.append(self._spawn())
-        pending = iter(enumerate(tasks))
-        retry: deque[tuple[int, Task]] = deque()  # queued behind a task whose worker was stopped
-        inflight: dict[int, Task] = {}
+        feed = _Feed(tasks, self._batch, self._batch_weight, self._weigh)
         done: dict[int, R] = {}
+        self._start_workers(feed, done)
         next_out = 0
-        exhausted = False
-        window = self._jobs * 16  # results held back for order stay bounded behind a slow file
         while True:
             while next_out in done:
                 yield done.pop(next_out)
+                feed.release(next_out)
                 next_out += 1
-            # Keep a few tasks queued at each worker, so it never idles while we write results.
+            # Keep a few messages queued at each worker, so it never idles while we write results.
             for depth in range(PIPELINE_DEPTH):
                 for worker in self._workers:
-                    if not worker.ready or len(worker.queue) > depth or len(inflight) + len(done) >= window:
+                    if not worker.ready or len(worker.queue) > depth:
                         continue
-                    item = retry.popleft() if retry else next(pending, None)
-                    if item is None:
-                        exhausted = True
+                    batch = feed.take(new=not self._held_back(feed, next_out))
+                    if batch is None:
                         break
-                    seq, task = item
-                    worker.conn.send(task)
-                    if not worker.queue:
-                        worker.started = time.monotonic()
-                    worker.queue.append(seq)
-                    inflight[seq] = task
-            if not inflight and exhausted and not retry and not done:
+                    self._send(worker, batch, feed.again)
+            if feed.all_out(next_out):
                 return
-            self._collect(inflight, done, retry)
+            self._collect(done, feed.again)
+
+    def _start_workers(self, feed: _Feed, done: dict[int, R]) -> None:
+        """Start the missing workers; meanwhile (the first start boots the forkserver, which imports
+        the work's modules) the parent runs the last tasks that `inline` allows itself."""
+        missing = self._jobs - len(self._workers)
+        if missing <= 0:
+            return
+        if self._inline is None:
+            self._workers.extend(self._spawn() for _ in range(missing))
+            return
+        started: list[_Worker] = []
+        failure: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                started.extend(self._spawn() for _ in range(missing))
+            except BaseException as exc:  # re-raised below, in the caller's thread
+                failure.append(exc)
+
+        starter = threading.Thread(target=start, name="kb-extract-start", daemon=True)
+        starter.start()
+        try:
+            while starter.is_alive() and (item := feed.take_last(self._inline)) is not None:
+                seq, task = item
+                done[seq] = self._work(*task)
+        finally:  # the workers started are the pool's to stop, whatever happened here
+            starter.join()
+            self._workers.extend(started)
+        if failure:
+            raise failure[0]
+
+    def _send(self, worker: _Worker, batch: Batch, again: deque[Batch]) -> None:
+        try:
+            worker.conn.send([task for _, task in batch])
+        except OSError:
+            # It died on a message sent before this one (`_collect` sees that and retries what it
+            # had), or while idle: either way this message goes to the next worker that is free.
+            again.appendleft(batch)
+            if not worker.queue:
+                logger.warning("an extraction worker died; restarting it")
+                self._replace(worker)
+            return
+        if not worker.queue:
+            worker.started = time.monotonic()
+        worker.queue.append(batch)
+
+    def _held_back(self, feed: _Feed, next_out: int) -> bool:
+        """Whether enough results are in flight or held back for order (a slow task holds back
+        every later result): so many messages' worth, by count and by weight."""
+        window = self._jobs * WINDOW_PER_WORKER
+        return feed.held(next_out) >= window * self._batch or feed.held_weight >= window * self._batch_weight
 
     def _deadline(self, worker: _Worker) -> float:
         return worker.started + (self._timeout if worker.ready else STARTUP_TIMEOUT)
 
-    def _collect(self, inflight: dict[int, Task], done: dict[int, R], retry: deque[tuple[int, Task]]) -> None:
-        """Wait for the next result or deadline; record results, stop overrunning workers."""
+    def _collect(self, done: dict[int, R], again: deque[Batch]) -> None:
+        """Wait for the next results or deadline; record results, stop overrunning workers."""
         waiting = [w for w in self._workers if w.queue or not w.ready]
         budget = min(self._deadline(w) for w in waiting) - time.monotonic()
         ready = wait([w.conn for w in waiting], timeout=max(0.0, budget))
@@ -234,31 +355,37 @@ class ExtractionPool(Generic[R]):
                 elif now >= self._deadline(worker):
                     raise RuntimeError(f"an extraction worker did not start within {STARTUP_TIMEOUT:g}s")
                 continue
-            seq = worker.queue[0]
             if worker.conn in ready:
                 try:
                     message = _receive(worker.conn)
                 except (EOFError, OSError):
                     logger.warning("an extraction worker died; restarting it")
-                    done[seq] = self._on_crash(inflight[seq])
-                    self._stop(worker, inflight, retry)
-                else:
-                    if message is _NOTHING:
-                        continue
-                    done[seq] = message
-                    worker.queue.popleft()
-                    worker.started = now  # the next queued task starts now
+                    self._stop(worker, self._on_crash, done, again)
+                    continue
+                if message is _NOTHING:
+                    continue
+                batch = worker.queue.popleft()
+                for (seq, _), result in zip(batch, message, strict=True):
+                    done[seq] = result
+                worker.started = now  # the next queued message starts now
             elif now >= self._deadline(worker):
-                done[seq] = self._on_timeout(inflight[seq])
-                self._stop(worker, inflight, retry)
-            else:
-                continue
-            del inflight[seq]
+                self._stop(worker, self._on_timeout, done, again)
 
-    def _stop(self, worker: _Worker, inflight: dict[int, Task], retry: deque[tuple[int, Task]]) -> None:
-        """Replace a worker stopped on its oldest task; the tasks queued behind it go to others."""
-        for seq in list(worker.queue)[1:]:
-            retry.append((seq, inflight.pop(seq)))
+    def _stop(
+        self, worker: _Worker, failed: Callable[[Task], R], done: dict[int, R], again: deque[Batch]
+    ) -> None:
+        """Replace a worker stopped on its oldest message. A task that was alone in it gets the
+        `failed` result; the tasks of a batch are sent again one by one (which of them overran is
+        unknown), before the messages queued behind it, which go to other workers as they were."""
+        first, *behind = worker.queue
+        if len(first) == 1:
+            seq, task = first[0]
+            done[seq] = failed(task)
+            retries = behind
+        else:
+            logger.debug("a batch of %d tasks was stopped; retrying each alone", len(first))
+            retries = [[item] for item in first] + behind
+        again.extendleft(reversed(retries))
         self._replace(worker)
 
     def close(self) -> None:

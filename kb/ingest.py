@@ -20,9 +20,8 @@ from pathlib import Path
 
 from kb.config import Settings
 from kb.errors import ExtractionError, PathRefusedError, RootMissingError
-from kb.extract_pool import ExtractionPool
 from kb.extractors import extract, extractor_modules
-from kb.index import IndexBatch, SearchIndex
+from kb.index import IndexBatch, SearchIndex, passage_keys
 from kb.models import RENDERED_FORMATS, Document, FileProblem, ManifestEntry, SkippedFile, SyncReport
 from kb.sources import NOT_FOUND, SourceFile, read_inside, walk
 
@@ -34,6 +33,9 @@ PARALLEL_MIN_BYTES = 2 * 1024 * 1024
 # A file this large is extracted in a worker, within the time budget, even alone: hostile markup
 # can make a parser slow.
 INLINE_MAX_BYTES = 256 * 1024
+# The most bytes of files one message to a worker carries; a file this large (or of a rendered
+# format, whose parser may unpack far more than its bytes) goes alone.
+BATCH_MAX_BYTES = 256 * 1024
 
 Progress = Callable[[int, int], None]
 
@@ -44,6 +46,7 @@ class Loaded:
 
     sha256: str = ""
     document: Document | None = None  # None when the content matched the known hash, or on error
+    keys: list[int] | None = None  # the document's `passage_keys`, computed here rather than in the writer
     error: str | None = None
     refused: str | None = None  # why the file may not be read after all (it changed since the walk)
 
@@ -62,7 +65,8 @@ def _load(root: str, path: str, known_sha: str | None, max_bytes: int, allow_har
     if sha == known_sha:
         return Loaded(sha)
     try:
-        return Loaded(sha, extract(path, data))
+        document = extract(path, data)
+        return Loaded(sha, document, keys=passage_keys(document))
     except ExtractionError as exc:
         return Loaded(sha, error=exc.reason)
     except Exception as exc:  # an extractor bug must cost one file, not the whole sync
@@ -87,11 +91,15 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, roo
     small = len(todo) < PARALLEL_MIN_FILES or total_bytes < PARALLEL_MIN_BYTES
     cap, hardlinks = settings.max_file_bytes, settings.allow_hardlinks
     tasks = [(root, source.path, known, cap, hardlinks) for source, known in todo]
-    if small and not any(s.format in RENDERED_FORMATS or s.size > INLINE_MAX_BYTES for s, _ in todo):
+    if small and all(_inline_ok(s) for s, _ in todo):
         for task in tasks:
             yield _load(*task)
         return
+    from kb.extract_pool import ExtractionPool  # multiprocessing: not for a sync that extracts nothing
+
     timeout = settings.extract_timeout
+    weights = {s.path: BATCH_MAX_BYTES if s.format in RENDERED_FORMATS else s.size for s, _ in todo}
+    inline_ok = {s.path: _inline_ok(s) for s, _ in todo}  # while the workers start
     pool: ExtractionPool[Loaded]
     with ExtractionPool(
         _load,
@@ -100,8 +108,17 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, roo
         on_timeout=lambda _task: _stopped(timeout),
         on_crash=lambda _task: _crashed(),
         preload=extractor_modules({source.format for source, _ in todo}),
+        batch=settings.extract_batch,
+        batch_weight=BATCH_MAX_BYTES,
+        weigh=lambda task: weights[task[1]],
+        inline=lambda task: inline_ok[task[1]],
     ) as pool:
         yield from pool.map(tasks)
+
+
+def _inline_ok(source: SourceFile) -> bool:
+    """Whether this process may extract the file itself, without a time budget."""
+    return source.format not in RENDERED_FORMATS and source.size <= INLINE_MAX_BYTES
 
 
 def _entry(source: SourceFile, sha: str, document: Document) -> ManifestEntry:
@@ -197,16 +214,21 @@ def _sync(
     report.skipped = [SkippedFile(path=p, reason=r) for p, r in found.skipped]
     report.unsupported = dict(sorted(found.unsupported.items()))
     # A named path that is not UTF-8 was skipped by the walk, and no document can have it.
-    manifest = index.manifest(under=None if paths is None else [p for p in paths if _is_utf8(p)])
+    indexed = index.file_stats(under=None if paths is None else [p for p in paths if _is_utf8(p)])
     current = {f.path for f in found.files}
-    gone = sorted(p for p in manifest if p not in current)
-    todo: list[tuple[SourceFile, str | None]] = []
+    gone = sorted(p for p in indexed if p not in current)
+    changed: list[SourceFile] = []
     for source in found.files:
-        known = manifest.get(source.path)
-        if not rebuild and known and known.size == source.size and known.mtime_ns == source.mtime_ns:
+        if not rebuild and indexed.get(source.path) == (source.size, source.mtime_ns):
             report.unchanged += 1
         else:
-            todo.append((source, None if rebuild or known is None else known.sha256))
+            changed.append(source)
+    # Whole manifest records only for the files that changed: their hash may show the content did not.
+    manifest = index.entries([s.path for s in changed if s.path in indexed])
+    todo: list[tuple[SourceFile, str | None]] = []
+    for source in changed:
+        known = manifest.get(source.path)
+        todo.append((source, None if rebuild or known is None else known.sha256))
     # Largest first, so the sync ends on small files instead of one worker finishing a big PDF
     # while the others idle. Still a stable order: the same tree is always written the same way.
     todo.sort(key=lambda item: (-item[0].size, item[0].path))
@@ -292,7 +314,7 @@ def _write_one(
     elif loaded.document is not None:
         for warning in loaded.document.warnings:
             logger.warning("%s: %s", source.path, warning)
-        batch.put(loaded.document, _entry(source, loaded.sha256, loaded.document))
+        batch.put(loaded.document, _entry(source, loaded.sha256, loaded.document), loaded.keys)
         if known is None:
             report.added += 1
             report.added_paths.append(source.path)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Format = Literal["md", "txt", "pdf", "html", "docx", "odt", "pptx", "epub", "ipynb", "rst"]
 FORMATS: tuple[Format, ...] = ("md", "txt", "pdf", "html", "docx", "odt", "pptx", "epub", "ipynb", "rst")
@@ -16,6 +16,11 @@ RENDERED_FORMATS: frozenset[Format] = frozenset({"pdf", "docx", "odt", "pptx", "
 with its outputs): their resource serves the extracted text instead, and they are extracted in a
 worker process, within the time budget, since their parsers unpack and build far more than the
 file's bytes."""
+
+
+# Each model's validator and serializer are built on first use, not at import: a command uses a few
+# of them (a no-change `kb index` only its report), and building all costs tens of milliseconds.
+_DEFERRED = ConfigDict(defer_build=True)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ def normalize_tags(tags: Iterable[str]) -> list[str]:
 class Section(BaseModel):
     """One passage of a document: the text under a heading, one PDF page, or a run of paragraphs."""
 
+    model_config = _DEFERRED
+
     fragment: str = Field(
         description="Stable id of the passage within its document, e.g. 'install-linux' or 'page-3'"
     )
@@ -61,6 +68,8 @@ class Section(BaseModel):
 
 class Document(BaseModel):
     """What an extractor makes of one file."""
+
+    model_config = _DEFERRED
 
     path: str = Field(description="Root-relative POSIX path")
     format: Format
@@ -78,6 +87,8 @@ class Document(BaseModel):
 class ManifestEntry(BaseModel):
     """What the index remembers of one file, to decide whether it must be re-read."""
 
+    model_config = _DEFERRED
+
     path: str
     size: int
     mtime_ns: int
@@ -89,6 +100,8 @@ class ManifestEntry(BaseModel):
 
 class SearchHit(BaseModel):
     """One ranked passage."""
+
+    model_config = _DEFERRED
 
     id: str = Field(description="'path' or 'path#fragment'; pass it to fetch")
     path: str
@@ -104,6 +117,8 @@ class SearchHit(BaseModel):
 
 class SearchResults(BaseModel):
     """One page of search results."""
+
+    model_config = _DEFERRED
 
     query: str
     results: list[SearchHit]
@@ -127,6 +142,8 @@ class SearchResults(BaseModel):
 class StoredDocument(BaseModel):
     """A document as the index holds it, for fetch and resources."""
 
+    model_config = _DEFERRED
+
     path: str
     format: Format
     title: str
@@ -138,6 +155,8 @@ class StoredDocument(BaseModel):
 
 class IndexStats(BaseModel):
     """What `kb status` reports."""
+
+    model_config = _DEFERRED
 
     root: str
     index_dir: str
@@ -151,17 +170,23 @@ class IndexStats(BaseModel):
 class FileProblem(BaseModel):
     """A file that was not indexed, and why."""
 
+    model_config = _DEFERRED
+
     path: str
     error: str
 
 
 class SkippedFile(BaseModel):
+    model_config = _DEFERRED
+
     path: str
     reason: str
 
 
 class SyncReport(BaseModel):
     """The outcome of one sync; the JSON of `kb index --json`."""
+
+    model_config = _DEFERRED
 
     root: str
     index_dir: str

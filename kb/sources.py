@@ -43,13 +43,15 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
-
-import pathspec
 
 from kb.errors import PathRefusedError
 from kb.extractors import format_for
 from kb.models import Format
+
+if TYPE_CHECKING:
+    import pathspec
 
 logger = logging.getLogger(__name__)
 
@@ -92,24 +94,38 @@ class IgnoreRules:
     def __init__(self, root: Path) -> None:
         self._root = root
         self._specs: dict[str, pathspec.PathSpec | None] = {}
+        self._above: dict[str, list[tuple[int, pathspec.PathSpec]]] = {}
 
     def _spec_for(self, folder: str) -> pathspec.PathSpec | None:
         if folder not in self._specs:
             lines: list[str] = []
             for name in IGNORE_FILES:
                 lines.extend(_read_ignore_file(self._root / folder / name).splitlines())
-            self._specs[folder] = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+            if lines:
+                import pathspec  # only for a tree that has ignore files
+
+                self._specs[folder] = pathspec.GitIgnoreSpec.from_lines(lines)
+            else:
+                self._specs[folder] = None
         return self._specs[folder]
+
+    def _specs_above(self, folder: str) -> list[tuple[int, pathspec.PathSpec]]:
+        """The rules of `folder` and of each folder above it, with its depth, the root's first: the
+        same for every file in `folder`, so looked up once per folder."""
+        if folder not in self._above:
+            parts = folder.split("/") if folder else []
+            specs = ((depth, self._spec_for("/".join(parts[:depth]))) for depth in range(len(parts) + 1))
+            self._above[folder] = [(depth, spec) for depth, spec in specs if spec is not None]
+        return self._above[folder]
 
     def is_ignored(self, rel: str, is_dir: bool = False) -> bool:
         """Whether any ignore file in a folder above `rel` excludes it (nearest folder wins last)."""
+        specs = self._specs_above(rel.rpartition("/")[0])
+        if not specs:
+            return False
         parts = rel.split("/")
         ignored = False
-        for depth in range(len(parts)):
-            folder = "/".join(parts[:depth])
-            spec = self._spec_for(folder)
-            if spec is None:
-                continue
+        for depth, spec in specs:
             below = "/".join(parts[depth:]) + ("/" if is_dir else "")
             result = spec.check_file(below)
             if result.include is not None:

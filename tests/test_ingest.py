@@ -11,7 +11,7 @@ from pypdf import PdfWriter
 from kb.config import Settings
 from kb.index import SearchIndex
 from kb.ingest import sync, sync_paths
-from kb.models import SyncReport
+from kb.models import DocId, SyncReport
 
 
 class Corpus:
@@ -124,6 +124,47 @@ def test_parallel_extraction_gives_the_same_index_as_serial(tmp_path: Path) -> N
     for c in (serial, parallel):
         assert [h.path for h in c.index.search("word17").results] == ["d17.md"]
     assert serial.index.stats().sections == parallel.index.stats().sections
+
+
+def _mixed_tree(c: Corpus) -> None:
+    """Small files of every text kind, some that cannot be indexed, and large ones, for the pool."""
+    for n in range(300):
+        tags = f"tags: [t{n % 7}, shared]\n" if n % 3 else ""
+        body = f"# Note {n}\n\nword{n} text.\n\n## Part\n\n```\ncode {n}\n```\n"
+        c.write(f"notes/{n // 50}/n{n:03}.md", f"---\ntitle: Note {n}\n{tags}---\n\n{body}")
+    for n in range(40):
+        c.write(f"plain/p{n:02}.txt", f"Paragraph {n} of plain text.\n\nAnother paragraph, word{n}.\n")
+        c.write(
+            f"pages/h{n:02}.html", f"<html><title>Page {n}</title><body><h1>Head</h1><p>word{n}</p></html>"
+        )
+    c.write("bad/binary.md", b"\x00\x01\x02 not text \xff" * 50)
+    c.write("bad/empty.md", "")
+    c.write("bad/latin1.txt", "caf\xe9 cr\xe8me".encode("latin-1"))
+    for n in range(4):  # past the batch's byte limit: each goes alone, first
+        c.write(f"big/b{n}.md", f"# Big {n}\n\n" + f"big{n} filler words here. " * 30_000)
+
+
+def test_batches_of_small_files_give_the_same_index_as_one_file_per_message(tmp_path: Path) -> None:
+    single = Corpus(tmp_path / "one", jobs=2, extract_batch=1)
+    batched = Corpus(tmp_path / "many", jobs=2)
+    assert batched.settings.extract_batch > 1
+    reports = []
+    for c in (single, batched):
+        _mixed_tree(c)
+        reports.append(c.sync())
+    one, many = reports
+    assert counts(many) == counts(one) == (386, 0, 0, 0)
+    assert [(f.path, f.error) for f in many.failed] == [(f.path, f.error) for f in one.failed]
+    assert [f.path for f in one.failed] == ["bad/binary.md"]
+    paths = single.index.document_paths()
+    assert batched.index.document_paths() == paths
+    for path in paths:  # the two trees were written moments apart: all but the mtime must agree
+        stored = [c.index.get(DocId(path)).model_dump(exclude={"mtime_ns"}) for c in (batched, single)]
+        assert stored[0] == stored[1], path
+    for word in ("word17", "shared", "big2", "code"):
+        assert [h.id for h in batched.index.search(word, limit=50).results] == [
+            h.id for h in single.index.search(word, limit=50).results
+        ]
 
 
 def _encrypted_pdf() -> bytes:

@@ -7,7 +7,7 @@ from kb.index._batch import IndexBatch
 from kb.index._index import SearchIndex
 from kb.index._lock import HOLDER_FILE, pid_alive
 from kb.index._query import DEFAULT_RANKING, MAX_QUERY_CHARS, Ranking
-from kb.index._schema import SCHEMA_VERSION
+from kb.index._schema import SCHEMA_VERSION, passage_keys
 
 __all__ = [
     "DEFAULT_RANKING",
@@ -17,5 +17,6 @@ __all__ = [
     "IndexBatch",
     "Ranking",
     "SearchIndex",
+    "passage_keys",
     "pid_alive",
 ]

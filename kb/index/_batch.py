@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import tantivy
 
@@ -19,10 +19,11 @@ class IndexBatch:
         self._reload = reload
         self.pending = 0
 
-    def put(self, doc: Document, entry: ManifestEntry) -> None:
-        """Replace everything stored for `doc.path` with this document and its manifest record."""
+    def put(self, doc: Document, entry: ManifestEntry, keys: Sequence[int] | None = None) -> None:
+        """Replace everything stored for `doc.path` with this document and its manifest record;
+        `keys` are the document's `passage_keys`, if they were computed ahead."""
         self._writer.delete_documents_by_term("path", doc.path)
-        for record in section_records(doc, entry):
+        for record in section_records(doc, entry, keys):
             self._writer.add_document(record)
         self._writer.add_document(file_record(entry))
         self.pending += 1

@@ -164,21 +164,36 @@ class SearchIndex:
             for _, address in searcher.search(query, limit=matching, count=False).hits:
                 yield searcher.doc(address)
 
-    def manifest(self, under: list[str] | None = None) -> dict[str, ManifestEntry]:
-        """The manifest record of every indexed file, by path; or only those at or below `under`."""
+    def _manifest_records(self, under: list[str] | None) -> Iterator[tantivy.Document]:
+        """The file records of every indexed file, or of those at or below `under`."""
         if under is not None and len(under) > MAX_PREFIX_QUERY:
             # One regex of thousands of alternatives compiles slower than reading the whole manifest.
             prefixes = tuple(p.strip("/") for p in under)
-            return {
-                path: entry
-                for path, entry in self.manifest().items()
-                if path in prefixes or path.startswith(tuple(f"{p}/" for p in prefixes))
-            }
+            below = tuple(f"{p}/" for p in prefixes)
+            for record in self._all_of_kind("file"):
+                path = text_of(record, "path")
+                if path in prefixes or path.startswith(below):
+                    yield record
+            return
+        yield from self._all_of_kind("file", under)
+
+    def manifest(self, under: list[str] | None = None) -> dict[str, ManifestEntry]:
+        """The manifest record of every indexed file, by path; or only those at or below `under`."""
         entries = {}
-        for record in self._all_of_kind("file", under):
+        for record in self._manifest_records(under):
             entry = ManifestEntry.model_validate_json(text_of(record, "manifest"))
             entries[entry.path] = entry
         return entries
+
+    def file_stats(self, under: list[str] | None = None) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of every indexed file, by path, or of those at or below `under`: what a
+        sync compares with the folder, at about half the cost of the whole `manifest` (a tree of
+        unchanged files needs no more)."""
+        stats = {}
+        for record in self._manifest_records(under):
+            entry = json.loads(text_of(record, "manifest"))
+            stats[entry["path"]] = (entry["size"], entry["mtime_ns"])
+        return stats
 
     def document_paths(self) -> list[str]:
         """Every indexed document's path, sorted."""
