@@ -19,6 +19,7 @@ import os
 import secrets
 import threading
 import time
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -137,18 +138,20 @@ class VectorStore:
         try:
             with np.load(path, allow_pickle=False) as data:
                 model = str(data["model"])
+                if model != self.model_id:
+                    return None  # another model's vectors: never mixed with this one's
                 keys, scales, codes = data["keys"], data["scales"], data["codes"]
+                if codes.shape != (len(keys), self._dimensions) or scales.shape != (len(keys),):
+                    raise ValueError(f"arrays of shapes {keys.shape}, {scales.shape}, {codes.shape}")
+                return keys.astype(np.int64), codes.astype(np.float32) * scales[:, None]
         except FileNotFoundError:
             return None  # merged away meanwhile
-        except (OSError, ValueError, KeyError) as exc:
-            # Damaged on disk: its passages are embedded again.
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            # Damaged on disk (cut short, bits flipped: zip's CRC fails): its passages are embedded again.
             logger.warning("vector segment %s is unreadable (%s); removing it", path, exc)
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
-        if model != self.model_id or codes.shape != (len(keys), self._dimensions):
-            return None  # another model's vectors: never mixed with this one's
-        return keys.astype(np.int64), codes.astype(np.float32) * scales[:, None]
 
     def _clear(self) -> None:
         self._loaded = set()
