@@ -136,7 +136,7 @@ class VectorStore:
     def _read(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         path = self.folder / name
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with path.open("rb") as file, np.load(file, allow_pickle=False) as data:
                 model = str(data["model"])
                 if model != self.model_id:
                     return None  # another model's vectors: never mixed with this one's
