@@ -3,6 +3,7 @@ ranking, and passages shared by many documents."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from test_semantic import QUESTION, TOPICS, indexed
@@ -50,3 +51,16 @@ def test_a_bit_flip_in_a_vector_file_does_not_stop_the_server(tmp_path: Path) ->
         assert library.search(QUESTION, limit=1).results[0].path == "kitchen/bread.md"
     finally:
         library.close()
+
+
+def test_a_damaged_prepared_model_in_the_cache_is_prepared_again(tmp_path: Path) -> None:
+    from kb.semantic import Semantic
+    from kb.semantic._model import MODEL_ID, MODEL_SHA256
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    name = f"minilm-{MODEL_SHA256[:12]}-{hashlib.sha256(MODEL_ID.encode()).hexdigest()[:8]}.onnx"
+    (cache / name).write_bytes(b"not a model")  # a bad disk, a copy cut short, another tool's file
+    encoder = Semantic(tmp_path / "vectors", cache).load(threads=1)
+    assert encoder.query("bread").shape == (384,)
+    assert (cache / name).stat().st_size > 1_000_000

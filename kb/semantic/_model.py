@@ -67,9 +67,21 @@ class Encoder:
         try:
             source = _package_file(*MODEL_FILE, MODEL_SHA256)
             tokenizer = _package_file(*TOKENIZER_FILE, TOKENIZER_SHA256)
-            return cls(_prepared(source, cache_dir), tokenizer, threads)
+            prepared = _prepared(source, cache_dir)
+            try:
+                return cls(prepared, tokenizer, threads)
+            except (ImportError, OSError):
+                raise
+            except Exception as exc:  # onnxruntime's own errors (InvalidProtobuf, Fail) are not OSErrors
+                # The cached copy is damaged or was made by an onnxruntime this one cannot read.
+                logger.warning("the prepared model %s does not load (%s); preparing it again", prepared, exc)
+                prepared.unlink(missing_ok=True)
+                return cls(_prepared(source, cache_dir), tokenizer, threads)
         except (ImportError, OSError) as exc:
             raise SemanticUnavailableError(f"semantic search is unavailable: {exc}") from exc
+        except Exception as exc:  # the preparation's tools fail in their own ways
+            problem = f"{type(exc).__name__}: {exc}"
+            raise SemanticUnavailableError(f"semantic search is unavailable: {problem}") from exc
 
     def passages(self, texts: list[str]) -> np.ndarray:
         """One unit vector per text (float32, rows in the order given)."""
