@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from test_semantic import QUESTION, TOPICS, indexed
+from test_semantic import QUESTION, TOPICS, indexed, started
 
 from kb.index import SearchIndex
 from kb.library import Library, embed_missing
@@ -64,3 +64,15 @@ def test_a_damaged_prepared_model_in_the_cache_is_prepared_again(tmp_path: Path)
     encoder = Semantic(tmp_path / "vectors", cache).load(threads=1)
     assert encoder.query("bread").shape == (384,)
     assert (cache / name).stat().st_size > 1_000_000
+
+
+def test_a_passage_copied_in_many_documents_leaves_room_for_the_others(tmp_path: Path) -> None:
+    # One page in 30 copies (versions of a product's docs), indexed before the page that answers.
+    copies = {f"v{i:02}/bread.md": TOPICS["kitchen/bread.md"] for i in range(30)}
+    settings = indexed(tmp_path, {**copies, "zz/oil.md": TOPICS["garage/oil.md"]})
+    library = started(settings)
+    try:
+        found = library.search("how frequently should a vehicle get fresh lubricant", limit=3)
+        assert "zz/oil.md" in [h.path for h in found.results]
+    finally:
+        library.close()

@@ -439,8 +439,10 @@ class SearchIndex:
             return []
         keys = [key for key, _ in nearest]
         query = plan.restrict(tantivy.Query.term_set_query(self._schema, "vector_key", keys))
-        # A key is shared by every copy of a passage, so there may be more passages than keys.
-        found = searcher.search(query, limit=len(keys) * 4, count=False).hits
+        # A key is shared by every copy of a passage, so there may be many more passages than keys
+        # (one page in every version of a product's docs): all are taken, or the copies of one
+        # passage, first in the index, would crowd out the others (every hit scores the same).
+        found = searcher.search(query, limit=MAX_HITS_SCANNED, count=False).hits
         addresses = [address for _, address in found]
         rank = {key: i for i, key in enumerate(keys)}
         values = searcher.fast_field_values("vector_key", addresses)
