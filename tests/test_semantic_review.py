@@ -76,3 +76,37 @@ def test_a_passage_copied_in_many_documents_leaves_room_for_the_others(tmp_path:
         assert "zz/oil.md" in [h.path for h in found.results]
     finally:
         library.close()
+
+
+def _paged(library: Library, query: str, **options: object) -> list[str]:
+    """Every hit's id, page after page of 10."""
+    shown: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = library.search(query, limit=10, offset=offset, **options)
+        shown += [h.id for h in page.results]
+        assert len(shown) < 1_000, "pages never end"
+        offset = page.next_offset
+    return shown
+
+
+def test_pages_of_a_fused_ranking_show_each_passage_once(tmp_path: Path) -> None:
+    # Each note says 'bread' among other words, longer ones lower lexically; the later ones are about
+    # baking (near in meaning), the earlier ones are not: a deeper lexical ranking (a later page) gives
+    # the baking ones a second vote, and they must not change places with passages already shown.
+    filler = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    baking = "knead the dough with flour and yeast then bake the loaf in a hot oven until golden".split()
+    notes = {}
+    for i in range(300):
+        words = baking if i % 7 == 3 and i >= 150 else filler
+        body = " ".join(words[(i + j) % len(words)] for j in range(5 + i))
+        notes[f"notes/d{i:03}.md"] = f"# Note {i}\n\nbread {body}\n"
+    settings = indexed(tmp_path, notes)
+    library = started(settings)
+    try:
+        for all_passages in (False, True):
+            shown = _paged(library, "baking bread in an oven", path="notes/", all_passages=all_passages)
+            assert len(shown) == len(set(shown)), f"shown twice (all_passages={all_passages})"
+            assert {i.partition("#")[0] for i in shown} == set(notes), f"never shown (all_passages={all_passages})"
+    finally:
+        library.close()
