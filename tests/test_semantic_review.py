@@ -4,6 +4,8 @@ ranking, and passages shared by many documents."""
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from pathlib import Path
 
 from test_semantic import QUESTION, TOPICS, indexed, started
@@ -107,6 +109,34 @@ def test_pages_of_a_fused_ranking_show_each_passage_once(tmp_path: Path) -> None
         for all_passages in (False, True):
             shown = _paged(library, "baking bread in an oven", path="notes/", all_passages=all_passages)
             assert len(shown) == len(set(shown)), f"shown twice (all_passages={all_passages})"
-            assert {i.partition("#")[0] for i in shown} == set(notes), f"never shown (all_passages={all_passages})"
+            assert {i.partition("#")[0] for i in shown} == set(notes), (
+                f"never shown (all_passages={all_passages})"
+            )
     finally:
         library.close()
+
+
+def test_a_search_while_the_vectors_are_read_again_still_finds_them(tmp_path: Path) -> None:
+    from kb.semantic import Semantic
+
+    settings = indexed(tmp_path)
+    folder = settings.index_dir / "vectors"
+    serving = VectorStore(folder, *_model())
+    query = Semantic(folder, settings.cache_dir).load(threads=1).query(QUESTION)
+    assert len(serving.nearest(query, 3)) == len(TOPICS)
+    # Another process merges the segments (dropping one vector no passage uses any more)...
+    other = VectorStore(folder, *_model())
+    other.compact(set(list(other._row)[1:]))
+    # ...and a segment arrives that takes a while to read: a named pipe, read once something writes.
+    pipe = folder / f"{SEGMENT_PREFIX}0-slow.npz"
+    os.mkfifo(pipe)
+    reading = threading.Thread(target=serving.refresh)
+    reading.start()
+    writer = os.open(pipe, os.O_WRONLY)  # returns once the refresh has opened the pipe for reading
+    try:
+        assert len(serving.nearest(query, 3)) > 0, "a search in the middle of a refresh found no vector"
+    finally:
+        os.write(writer, b"not a segment")
+        os.close(writer)
+        reading.join(30)
+    assert len(serving.nearest(query, 3)) == len(TOPICS) - 1

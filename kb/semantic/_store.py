@@ -42,7 +42,7 @@ class VectorStore:
         self._lock = threading.Lock()
         self._loaded: set[str] = set()
         # (keys, matrix) as one value, replaced whole: a search reads it without the lock.
-        self._data = (np.empty(0, dtype=np.int64), np.empty((0, dimensions), dtype=np.float32))
+        self._data = self._empty()
         self._row: dict[int, int] = {}
         self._seen: int | None = None  # the folder's mtime when last listed
         _one_blas_thread()
@@ -101,9 +101,10 @@ class VectorStore:
             for name in old:
                 with contextlib.suppress(FileNotFoundError):
                     (self.folder / name).unlink()
-            self._clear()
+            # Replaced whole: a search meanwhile sees the old vectors or the new, never none.
+            self._data = (keys, matrix)
+            self._row = {key: i for i, key in enumerate(keys.tolist())}
             self._loaded = {new} if new else set()
-            self._append(keys, matrix)
         logger.debug("vectors: dropped %d unused, merged %d segments", len(dead), len(old))
         return len(dead)
 
@@ -124,13 +125,19 @@ class VectorStore:
                 for e in os.scandir(self.folder)
                 if e.name.startswith(SEGMENT_PREFIX) and e.name.endswith(SEGMENT_SUFFIX)
             }
-            if self._loaded - present:  # merged away by another process: read afresh
-                self._clear()
-            for name in sorted(present - self._loaded):
+            if self._loaded - present:
+                # Merged away by another process: read afresh, aside; searches meanwhile use the old.
+                names, row, data = set(), {}, self._empty()
+            else:
+                names, row, data = self._loaded, self._row, self._data
+            for name in sorted(present - names):
                 loaded = self._read(name)
                 if loaded is not None:
-                    self._loaded.add(name)
-                    self._append(*loaded)
+                    names.add(name)
+                    data = _appended(row, data, *loaded)
+                    if row is self._row:
+                        self._data = data  # each segment searchable as soon as read
+            self._loaded, self._data, self._row = names, data, row
             _remove_stale_temporaries(self.folder)
 
     def _read(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -153,22 +160,27 @@ class VectorStore:
                 path.unlink()
             return None
 
-    def _clear(self) -> None:
-        self._loaded = set()
-        self._data = (np.empty(0, dtype=np.int64), np.empty((0, self._dimensions), dtype=np.float32))
-        self._row = {}
+    def _empty(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.empty(0, dtype=np.int64), np.empty((0, self._dimensions), dtype=np.float32)
 
     def _append(self, keys: np.ndarray, matrix: np.ndarray) -> None:
         """Add rows whose keys are new (call with the lock held)."""
-        fresh = [i for i, k in enumerate(keys.tolist()) if k not in self._row]
-        if not fresh:
-            return
-        if len(fresh) < len(keys):
-            keys, matrix = keys[fresh], matrix[fresh]
-        known, vectors = self._data
-        for i, key in enumerate(keys.tolist()):
-            self._row[key] = len(known) + i
-        self._data = (np.concatenate([known, keys]), np.concatenate([vectors, matrix]))
+        self._data = _appended(self._row, self._data, keys, matrix)
+
+
+def _appended(
+    row: dict[int, int], data: tuple[np.ndarray, np.ndarray], keys: np.ndarray, matrix: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`data` with the rows of `keys` not in `row` yet added (and entered in `row`)."""
+    fresh = [i for i, k in enumerate(keys.tolist()) if k not in row]
+    if not fresh:
+        return data
+    if len(fresh) < len(keys):
+        keys, matrix = keys[fresh], matrix[fresh]
+    known, vectors = data
+    for i, key in enumerate(keys.tolist()):
+        row[key] = len(known) + i
+    return np.concatenate([known, keys]), np.concatenate([vectors, matrix])
 
 
 @functools.cache
