@@ -8,6 +8,7 @@ import os
 import threading
 from pathlib import Path
 
+import numpy as np
 from test_semantic import QUESTION, TOPICS, indexed, started
 
 from kb.index import SearchIndex
@@ -140,3 +141,20 @@ def test_a_search_while_the_vectors_are_read_again_still_finds_them(tmp_path: Pa
         os.close(writer)
         reading.join(30)
     assert len(serving.nearest(query, 3)) == len(TOPICS) - 1
+
+
+def test_a_segment_written_in_the_same_clock_tick_as_the_last_look_is_seen(tmp_path: Path) -> None:
+    # Folder times are coarse on many file systems (a kernel tick on ext4 before Linux 6.13, 1 s on
+    # HFS+, 2 s on FAT): another process's segment may leave the folder's time as it was.
+    settings = indexed(tmp_path)
+    folder = settings.index_dir / "vectors"
+    serving = VectorStore(folder, *_model())
+    assert len(serving) == len(TOPICS)
+    looked = folder.stat()
+    writer = VectorStore(folder, *_model())
+    vector = np.zeros((1, 384), dtype=np.float32)
+    vector[0, 0] = 1.0
+    writer.add([12345], vector)
+    os.utime(folder, ns=(looked.st_atime_ns, looked.st_mtime_ns))  # the same tick
+    serving.refresh()
+    assert serving.has(12345)

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 SEGMENT_PREFIX = "seg-"
 SEGMENT_SUFFIX = ".npz"
 MAX_SEGMENTS = 32  # more and `compact` merges them, so that opening stays quick
+COARSE_NS = 3_000_000_000  # the coarsest folder times (FAT's 2 s), and then some
 
 
 class VectorStore:
@@ -119,7 +120,10 @@ class VectorStore:
         if seen == self._seen:
             return
         with self._lock:
-            self._seen = seen
+            # A folder's time is coarse on many file systems (a kernel tick, 1 s on HFS+, 2 s on
+            # FAT): a segment renamed in after this look, within the same tick, would leave it as it
+            # is. So a time that recent is not trusted, and the next look lists the folder again.
+            self._seen = seen if abs(time.time_ns() - seen) > COARSE_NS else None
             present = {
                 e.name
                 for e in os.scandir(self.folder)
