@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -158,3 +159,19 @@ def test_a_segment_written_in_the_same_clock_tick_as_the_last_look_is_seen(tmp_p
     os.utime(folder, ns=(looked.st_atime_ns, looked.st_mtime_ns))  # the same tick
     serving.refresh()
     assert serving.has(12345)
+
+
+def test_a_file_where_the_vectors_folder_should_be_leaves_the_server_lexical(tmp_path: Path) -> None:
+    settings = indexed(tmp_path)
+    shutil.rmtree(settings.index_dir / "vectors")
+    (settings.index_dir / "vectors").write_text("someone's notes")
+    library = Library.open(settings)
+    library.start()
+    try:
+        assert library.synced.wait(60), "the startup sync thread died"
+        found = library.search("oven")
+        assert found.results[0].path == "kitchen/bread.md"
+        assert found.semantic_coverage is None  # no 'still embedding' notice that never ends
+        assert library.status()["semantic"]["state"] == "unavailable"
+    finally:
+        library.close()
