@@ -142,10 +142,10 @@ class Embedder:
 
     def changed(self, paths: Iterable[str]) -> None:
         """These documents were just (re)indexed: embed their passages first."""
-        with self._lock:
+        with self._lock:  # with `_run`'s last look: never idle with a change waiting
             self._fresh.extend(paths)
-        self.idle.clear()
-        self._wake.set()
+            self.idle.clear()
+            self._wake.set()
 
     def stop(self) -> None:
         """Stop after the chunk being encoded (what was embedded so far is written)."""
@@ -187,5 +187,6 @@ class Embedder:
                     logger.info("embedded %d passages in %.1fs", done, time.monotonic() - started)
             except Exception:  # the thread's top: search goes on lexically
                 logger.exception("embedding failed; will retry after the next change")
-            if not self._wake.is_set():
-                self.idle.set()
+            with self._lock:
+                if not self._wake.is_set():
+                    self.idle.set()
