@@ -463,9 +463,8 @@ def embed_missing(
     semantic.load(threads=os.cpu_count() or 1)
     todo = index.passages(lambda key: not semantic.store.has(key))
     report.embedded = semantic.embed(todo, progress=progress)
-    keys = index.vector_keys()
-    semantic.store.compact(keys)
-    report.semantic_coverage = round(semantic.coverage(keys), 4)
+    semantic.store.compact(index.vector_keys)
+    report.semantic_coverage = round(semantic.coverage(index.vector_keys()), 4)
     report.embedding_seconds = round(time.monotonic() - started, 3)
 
 

@@ -128,7 +128,8 @@ def test_a_search_while_the_vectors_are_read_again_still_finds_them(tmp_path: Pa
     assert len(serving.nearest(query, 3)) == len(TOPICS)
     # Another process merges the segments (dropping one vector no passage uses any more)...
     other = VectorStore(folder, *_model())
-    other.compact(set(list(other._row)[1:]))
+    keep = set(list(other._row)[1:])
+    other.compact(lambda: keep)
     # ...and a segment arrives that takes a while to read: a named pipe, read once something writes.
     pipe = folder / f"{SEGMENT_PREFIX}0-slow.npz"
     os.mkfifo(pipe)
@@ -175,3 +176,26 @@ def test_a_file_where_the_vectors_folder_should_be_leaves_the_server_lexical(tmp
         assert library.status()["semantic"]["state"] == "unavailable"
     finally:
         library.close()
+
+
+def test_kb_index_keeps_the_vectors_a_server_just_made_for_its_fresh_edit(tmp_path: Path) -> None:
+    from kb.ingest import sync
+    from kb.semantic import Semantic
+
+    settings = indexed(tmp_path)
+    cron = SearchIndex.open(settings.index_dir, settings.root)  # a `kb index` run, its sync done
+    # Meanwhile the server indexes a fresh edit and embeds it at once.
+    (settings.root / "kitchen/soup.md").write_text("# Soup\n\nSimmer the onions in stock for an hour.\n")
+    server = SearchIndex.open(settings.index_dir, settings.root)
+    try:
+        sync(settings, server)
+        serving = Semantic(server.vectors_dir, settings.cache_dir)
+        serving.load(threads=1)
+        assert serving.embed(server.passages(lambda key: not serving.store.has(key))) == 1
+        # The `kb index` run ends: what lacks a vector is embedded, unused vectors are dropped.
+        report = SyncReport(root=str(settings.root), index_dir=str(settings.index_dir))
+        embed_missing(settings, cron, report)
+        assert VectorStore(server.vectors_dir, *_model()).missing(server.vector_keys()) == []
+    finally:
+        cron.close()
+        server.close()

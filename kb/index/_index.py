@@ -232,7 +232,8 @@ class SearchIndex:
             yield key, self._passage_text(searcher, address)
 
     def vector_keys(self) -> set[int]:
-        """The vector key of every passage."""
+        """The vector key of every passage, as of the latest commit (another process's too)."""
+        self.reload()
         searcher = self._searcher()
         query = self._term("kind", "section")
         matching = _count(searcher.search(query, limit=1, count=True))

@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -84,18 +84,22 @@ class VectorStore:
             self._append(np.asarray(keys, dtype=np.int64), vectors.astype(np.float32))
         logger.debug("vectors: wrote %d to %s", len(keys), name)
 
-    def compact(self, live: set[int]) -> int:
-        """Drop the vectors whose key is not in `live`, and merge the segments if they are many.
+    def compact(self, live: Callable[[], set[int]]) -> int:
+        """Drop the vectors whose key is not in `live()`, and merge the segments if they are many.
 
+        `live` is asked after the folder is listed, so it must give the keys of a view of the index
+        at least as recent (reload it): another process commits a passage before writing its vector,
+        and a view older than the listing would drop a fresh vector as unused.
         Returns how many vectors were dropped. Segments another process writes meanwhile are kept.
         """
         self.refresh()
         with self._lock:
-            dead = [k for k in self._row if k not in live]
+            alive = live()
+            dead = [k for k in self._row if k not in alive]
             if not dead and len(self._loaded) <= MAX_SEGMENTS:
                 return 0
             known, vectors = self._data
-            kept = np.array([k in live for k in known.tolist()], dtype=bool)
+            kept = np.array([k in alive for k in known.tolist()], dtype=bool)
             keys, matrix = known[kept], vectors[kept]
             old = sorted(self._loaded)
             new = _write_segment(self.folder, self.model_id, keys, matrix) if len(keys) else None
