@@ -4,12 +4,14 @@ ranking, and passages shared by many documents."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
+from test_cli import kb
 from test_semantic import QUESTION, TOPICS, indexed, started
 
 from kb.index import SearchIndex
@@ -199,3 +201,15 @@ def test_kb_index_keeps_the_vectors_a_server_just_made_for_its_fresh_edit(tmp_pa
     finally:
         cron.close()
         server.close()
+
+
+def test_kb_index_and_status_with_a_file_where_the_vectors_folder_should_be(tmp_path: Path) -> None:
+    settings = indexed(tmp_path)
+    shutil.rmtree(settings.index_dir / "vectors")
+    (settings.index_dir / "vectors").write_text("someone's notes")
+    run = kb("index", settings.root, "--index-dir", settings.index_dir, "--json", "--semantic", "on")
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.stdout)["semantic_coverage"] is None
+    status = kb("status", "--index-dir", settings.index_dir, "--json")
+    assert status.exit_code == 0, status.output
+    assert (settings.index_dir / "vectors").read_text() == "someone's notes"
