@@ -125,9 +125,11 @@ def test_a_search_while_the_vectors_are_read_again_still_finds_them(tmp_path: Pa
 
     settings = indexed(tmp_path)
     folder = settings.index_dir / "vectors"
-    serving = VectorStore(folder, *_model())
-    query = Semantic(folder, settings.cache_dir).load(threads=1).query(QUESTION)
-    assert len(serving.nearest(query, 3)) == len(TOPICS)
+    semantic = Semantic(folder, settings.cache_dir)
+    semantic.load(threads=1)
+    serving = semantic.store
+    query = semantic.encoder.query(QUESTION) if semantic.encoder else None
+    assert query is not None and len(serving.nearest(query, 3)) == len(TOPICS)
     # Another process merges the segments (dropping one vector no passage uses any more)...
     other = VectorStore(folder, *_model())
     keep = set(list(other._row)[1:])
@@ -140,6 +142,10 @@ def test_a_search_while_the_vectors_are_read_again_still_finds_them(tmp_path: Pa
     writer = os.open(pipe, os.O_WRONLY)  # returns once the refresh has opened the pipe for reading
     try:
         assert len(serving.nearest(query, 3)) > 0, "a search in the middle of a refresh found no vector"
+        searched = threading.Event()
+        search = threading.Thread(target=lambda: (semantic.nearest(QUESTION, 3), searched.set()))
+        search.start()
+        assert searched.wait(30), "a search waited for the refresh of another thread"
     finally:
         os.write(writer, b"not a segment")
         os.close(writer)

@@ -71,7 +71,7 @@ class Semantic:
         self._queries[query] = vector
         while len(self._queries) > QUERIES_KEPT:
             self._queries.popitem(last=False)
-        self.store.refresh()
+        self.store.refresh(wait=False)  # a merge under way must not hold up the search
         return self.store.nearest(vector, count)
 
     def embed(

@@ -115,38 +115,48 @@ class VectorStore:
 
     # ---- reading the folder ----------------------------------------------------------------
 
-    def refresh(self) -> None:
-        """Take in segments other processes wrote since the last look (a cheap stat when none did)."""
+    def refresh(self, *, wait: bool = True) -> None:
+        """Take in segments other processes wrote since the last look (a cheap stat when none did).
+
+        With `wait` False (a search), nothing is done while another thread writes."""
         try:
             seen = self.folder.stat().st_mtime_ns
         except FileNotFoundError:
             return
         if seen == self._seen:
             return
-        with self._lock:
-            # A folder's time is coarse on many file systems (a kernel tick, 1 s on HFS+, 2 s on
-            # FAT): a segment renamed in after this look, within the same tick, would leave it as it
-            # is. So a time that recent is not trusted, and the next look lists the folder again.
-            self._seen = seen if abs(time.time_ns() - seen) > COARSE_NS else None
-            present = {
-                e.name
-                for e in os.scandir(self.folder)
-                if e.name.startswith(SEGMENT_PREFIX) and e.name.endswith(SEGMENT_SUFFIX)
-            }
-            if self._loaded - present:
-                # Merged away by another process: read afresh, aside; searches meanwhile use the old.
-                names, row, data = set(), {}, self._empty()
-            else:
-                names, row, data = self._loaded, self._row, self._data
-            for name in sorted(present - names):
-                loaded = self._read(name)
-                if loaded is not None:
-                    names.add(name)
-                    data = _appended(row, data, *loaded)
-                    if row is self._row:
-                        self._data = data  # each segment searchable as soon as read
-            self._loaded, self._data, self._row = names, data, row
-            _remove_stale_temporaries(self.folder)
+        if not self._lock.acquire(blocking=wait):
+            return  # a write is under way (a merge, with its fsync): a later look takes it in
+        try:
+            self._take_in(seen)
+        finally:
+            self._lock.release()
+
+    def _take_in(self, seen: int) -> None:
+        """List the folder and read the segments not loaded yet (call with the lock held)."""
+        # A folder's time is coarse on many file systems (a kernel tick, 1 s on HFS+, 2 s on
+        # FAT): a segment renamed in after this look, within the same tick, would leave it as it
+        # is. So a time that recent is not trusted, and the next look lists the folder again.
+        self._seen = seen if abs(time.time_ns() - seen) > COARSE_NS else None
+        present = {
+            e.name
+            for e in os.scandir(self.folder)
+            if e.name.startswith(SEGMENT_PREFIX) and e.name.endswith(SEGMENT_SUFFIX)
+        }
+        if self._loaded - present:
+            # Merged away by another process: read afresh, aside; searches meanwhile use the old.
+            names, row, data = set(), {}, self._empty()
+        else:
+            names, row, data = self._loaded, self._row, self._data
+        for name in sorted(present - names):
+            loaded = self._read(name)
+            if loaded is not None:
+                names.add(name)
+                data = _appended(row, data, *loaded)
+                if row is self._row:
+                    self._data = data  # each segment searchable as soon as read
+        self._loaded, self._data, self._row = names, data, row
+        _remove_stale_temporaries(self.folder)
 
     def _read(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         path = self.folder / name
