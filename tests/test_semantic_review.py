@@ -8,12 +8,14 @@ import json
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 from test_cli import kb
 from test_semantic import QUESTION, TOPICS, indexed, started
 
+from kb.config import Settings
 from kb.index import SearchIndex
 from kb.library import Library, embed_missing
 from kb.models import SyncReport
@@ -219,3 +221,23 @@ def test_kb_index_and_status_with_a_file_where_the_vectors_folder_should_be(tmp_
     status = kb("status", "--index-dir", settings.index_dir, "--json")
     assert status.exit_code == 0, status.output
     assert (settings.index_dir / "vectors").read_text() == "someone's notes"
+
+
+def test_a_preparation_killed_midway_leaves_no_lasting_files_in_the_cache(tmp_path: Path) -> None:
+    from kb.semantic import Semantic
+    from kb.semantic._model import MODEL_ID, MODEL_SHA256
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    name = f"minilm-{MODEL_SHA256[:12]}-{hashlib.sha256(MODEL_ID.encode()).hexdigest()[:8]}.onnx"
+    Semantic(tmp_path / "v", Settings().cache_dir).load(threads=1)  # prepared there once
+    shutil.copyfile(Settings().cache_dir / name, cache / name)
+    # What a kill -9 (or a power cut) in the middle of a first preparation leaves: ~170 MB.
+    left = cache / ".prepare-k1ll3d"
+    left.mkdir()
+    (left / "folded.onnx").write_bytes(b"\0" * 1000)
+    hours_ago = time.time() - 2 * 3600
+    os.utime(left / "folded.onnx", (hours_ago, hours_ago))
+    os.utime(left, (hours_ago, hours_ago))
+    Semantic(tmp_path / "vectors", cache).load(threads=1)
+    assert not left.exists()

@@ -13,8 +13,10 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,7 @@ def _prepared(source: Path, cache_dir: Path) -> Path:
         cache_dir / f"minilm-{MODEL_SHA256[:12]}-{hashlib.sha256(MODEL_ID.encode()).hexdigest()[:8]}.onnx"
     )
     with _preparing:
+        _remove_abandoned(cache_dir)
         if target.exists():
             return target
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -158,6 +161,20 @@ def _prepared(source: Path, cache_dir: Path) -> Path:
             made = _prepare(source, Path(work))
             os.replace(made, target)  # atomic: another process sees the whole file or none
         return target
+
+
+ABANDONED_SECONDS = 3600.0  # a live preparation takes seconds
+
+
+def _remove_abandoned(cache_dir: Path) -> None:
+    """The work folders of preparations a kill -9 or a power cut stopped (~170 MB each)."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(cache_dir):
+            if entry.name.startswith(".prepare-") and entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if time.time() - entry.stat().st_mtime > ABANDONED_SECONDS:
+                        shutil.rmtree(entry.path)
+                        logger.info("removed %s, left by a preparation that was stopped", entry.path)
 
 
 def _prepare(source: Path, work: Path) -> Path:
