@@ -353,7 +353,7 @@ def _embed_missing(settings: Settings, index: Any, report: SyncReport, *, progre
     try:
         with _progress_bar(enabled=progress_shown, label="embedding") as progress:
             embed_missing(settings, index, report, progress=progress)
-    except SemanticUnavailableError as exc:
+    except (SemanticUnavailableError, OSError) as exc:  # OSError: INDEX_DIR/vectors is not a folder, say
         logging.getLogger("kb.cli").warning("%s; the index is lexical only", exc)
 
 
@@ -527,10 +527,15 @@ def status_command(ctx: click.Context, index_dir: Path | None, as_json: bool) ->
     except KbError as exc:
         _fail(exc)
     server = live_status(index.index_dir)
-    vectors = Semantic(index.vectors_dir, settings.cache_dir)  # the stored vectors; no model loaded
+    try:
+        vectors = Semantic(index.vectors_dir, settings.cache_dir)  # the stored vectors; no model loaded
+        coverage: float | None = round(vectors.coverage(index.vector_keys()), 4)
+    except OSError as exc:  # INDEX_DIR/vectors is not a folder, say
+        logging.getLogger("kb.cli").warning("the vectors cannot be read: %s", exc)
+        coverage = None
     data = {
         **stats.model_dump(mode="json"),
-        "semantic_coverage": round(vectors.coverage(index.vector_keys()), 4),
+        "semantic_coverage": coverage,
         "server": None if server is None else {"pid": server.get("pid")},
         "watcher": None if server is None else server.get("watcher"),
         "last_commit": None if server is None else server.get("last_commit"),

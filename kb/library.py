@@ -72,6 +72,7 @@ class Library:
         # Made by the sync thread once the first sync is done (numpy and the model load there, off
         # the path to the first answer); it keeps `semantic`, the vectors and the encoder.
         self.embedder: Embedder | None = None
+        self.semantic_error: str | None = None  # why the embedder could not be made
 
     @classmethod
     def open(cls, settings: Settings, ranking: Ranking = DEFAULT_RANKING) -> Library:
@@ -121,12 +122,16 @@ class Library:
             self.sync_error = f"{type(exc).__name__}: {exc}"
             logger.exception("background sync crashed")
         if self.settings.semantic:
-            from kb.semantic import Embedder, Semantic
+            try:
+                from kb.semantic import Embedder, Semantic
 
-            semantic = Semantic(self.index.vectors_dir, self.settings.cache_dir)
-            self.embedder = Embedder(
-                semantic, self.index.passages, self.index.vector_keys, threads=_serving_threads()
-            )
+                semantic = Semantic(self.index.vectors_dir, self.settings.cache_dir)
+                self.embedder = Embedder(
+                    semantic, self.index.passages, self.index.vector_keys, threads=_serving_threads()
+                )
+            except Exception as exc:  # the thread's top: the server goes on, by words only
+                self.semantic_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("semantic search is unavailable; search stays lexical")
         self.synced.set()
         if on_synced is not None:
             on_synced(self.last_sync)
@@ -187,6 +192,8 @@ class Library:
     def _semantic_status(self) -> dict[str, Any]:
         if not self.settings.semantic:
             return {"state": "off"}
+        if self.semantic_error is not None:
+            return {"state": "unavailable", "error": self.semantic_error}
         semantic, embedder = self.semantic, self.embedder
         if semantic is None or embedder is None:
             return {"state": "loading", "vectors": None, "coverage": 0.0}
@@ -205,7 +212,7 @@ class Library:
     @property
     def semantic_coverage(self) -> float | None:
         """The share of passages search finds by meaning too; None when semantic search is off here."""
-        if not self.settings.semantic:
+        if not self.settings.semantic or self.semantic_error is not None:
             return None
         return self.embedder.coverage if self.embedder is not None else 0.0
 
@@ -456,9 +463,8 @@ def embed_missing(
     semantic.load(threads=os.cpu_count() or 1)
     todo = index.passages(lambda key: not semantic.store.has(key))
     report.embedded = semantic.embed(todo, progress=progress)
-    keys = index.vector_keys()
-    semantic.store.compact(keys)
-    report.semantic_coverage = round(semantic.coverage(keys), 4)
+    semantic.store.compact(index.vector_keys)
+    report.semantic_coverage = round(semantic.coverage(index.vector_keys()), 4)
     report.embedding_seconds = round(time.monotonic() - started, 3)
 
 

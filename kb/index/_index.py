@@ -230,7 +230,8 @@ class SearchIndex:
             yield key, self._passage_text(searcher, address)
 
     def vector_keys(self) -> set[int]:
-        """The vector key of every passage."""
+        """The vector key of every passage, as of the latest commit (another process's too)."""
+        self.reload()
         return {key for _, key in self._vector_keys(self._searcher(), None)}
 
     def _vector_keys(
@@ -385,13 +386,17 @@ class SearchIndex:
             best = searcher.search(plan.query, limit=self._ranking.feedback_passages, count=False).hits
             plan = plan.expand([(score, text_of(searcher.doc(address), "body")) for score, address in best])
         wanted = offset + limit
-        hits, total, copies = self._collect(searcher, plan, wanted, all_passages, fusing=bool(meaning))
+        hits, total, copies, head = self._collect(searcher, plan, wanted, all_passages, fusing=bool(meaning))
         if not hits and (retry := plan.fuzzy()) is not None:
             plan = retry
-            hits, total, copies = self._collect(searcher, plan, wanted, all_passages, fusing=bool(meaning))
+            hits, total, copies, head = self._collect(
+                searcher, plan, wanted, all_passages, fusing=bool(meaning)
+            )
         approximate = plan.approximate and bool(hits)
         if meaning:
-            hits, total, copies = self._fuse(searcher, (hits, total, copies), meaning, all_passages)
+            hits, total, copies = self._fuse(
+                searcher, plan, (hits, total, copies), head, meaning, all_passages
+            )
         page = list(zip(hits, copies, strict=True))[offset : offset + limit]
         snippets = tantivy.SnippetGenerator.create(searcher, plan.text_query, self._schema, "body")
         snippets.set_max_num_chars(SNIPPET_CHARS)
@@ -415,17 +420,23 @@ class SearchIndex:
         )
 
     def _collect(
-        self, searcher: tantivy.Searcher, plan: QueryPlan, wanted: int, all_passages: bool, fusing: bool = False
-    ) -> tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]]]:
-        """The best `wanted` hits, how many exist, and for each hit the copies of its passage in
-        other documents. Unless `all_passages`, a document takes one slot (its best passage) and
+        self,
+        searcher: tantivy.Searcher,
+        plan: QueryPlan,
+        wanted: int,
+        all_passages: bool,
+        fusing: bool = False,
+    ) -> tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]], int]:
+        """The best `wanted` hits, how many exist, for each hit the copies of its passage in
+        other documents, and how many of the first hits come from the best `2 * vector_candidates`
+        passages. Unless `all_passages`, a document takes one slot (its best passage) and
         so does a passage found in several documents. When `fusing`, at least twice
-        `vector_candidates` passages are scanned, so that the lexical side of the fusion is about
-        as deep as the other."""
+        `vector_candidates` passages are scanned: that many are the lexical side of the fusion, as
+        deep as the other, and as deep on every page."""
         depth = 2 * self._ranking.vector_candidates if fusing else 0
         if all_passages:
             result = searcher.search(plan.query, limit=max(wanted, depth), count=True)
-            return list(result.hits), _count(result), [[] for _ in result.hits]
+            return list(result.hits), _count(result), [[] for _ in result.hits], min(depth, len(result.hits))
         scan = min(max(wanted * 10, 100, depth), MAX_HITS_SCANNED)
         while True:
             # No count: fewer hits than asked for already says the scan saw them all, and without
@@ -440,11 +451,18 @@ class SearchIndex:
             if len(slots) >= wanted or exhausted or scan >= MAX_HITS_SCANNED:
                 # When the scan was cut short there are at least this many, maybe more.
                 total = len(slots) if exhausted else max(len(slots), wanted + 1)
-                return slots, total, copies
+                # The slots' best passages come in the scan's order: the first `head` are its first `depth`.
+                within = {_place(address) for _, address in result.hits[:depth]}
+                head = next((i for i, (_, a) in enumerate(slots) if _place(a) not in within), len(slots))
+                return slots, total, copies, head
             scan = min(scan * 4, MAX_HITS_SCANNED)
 
     def _by_meaning(
-        self, searcher: tantivy.Searcher, plan: QueryPlan, nearest: list[tuple[int, float]], all_passages: bool
+        self,
+        searcher: tantivy.Searcher,
+        plan: QueryPlan,
+        nearest: list[tuple[int, float]],
+        all_passages: bool,
     ) -> list[tantivy.DocAddress]:
         """The passages with the `nearest` vector keys that pass the filters, best first; unless
         `all_passages`, only each document's first."""
@@ -452,12 +470,16 @@ class SearchIndex:
             return []
         keys = [key for key, _ in nearest]
         query = plan.restrict(tantivy.Query.term_set_query(self._schema, "vector_key", keys))
-        # A key is shared by every copy of a passage, so there may be more passages than keys.
-        found = searcher.search(query, limit=len(keys) * 4, count=False).hits
+        # A key is shared by every copy of a passage, so there may be many more passages than keys
+        # (one page in every version of a product's docs): all are taken, or the copies of one
+        # passage, first in the index, would crowd out the others (every hit scores the same).
+        found = searcher.search(query, limit=MAX_HITS_SCANNED, count=False).hits
         addresses = [address for _, address in found]
         rank = {key: i for i, key in enumerate(keys)}
         values = searcher.fast_field_values("vector_key", addresses)
-        ranked = sorted(zip(addresses, values, strict=True), key=lambda pair: rank.get(int(pair[1] or 0), len(rank)))
+        ranked = sorted(
+            zip(addresses, values, strict=True), key=lambda pair: rank.get(int(pair[1] or 0), len(rank))
+        )
         if all_passages:
             return [address for address, _ in ranked]
         nums = searcher.fast_field_values("doc_num", [address for address, _ in ranked])
@@ -469,33 +491,66 @@ class SearchIndex:
     def _fuse(
         self,
         searcher: tantivy.Searcher,
+        plan: QueryPlan,
         lexical: tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]]],
+        head: int,
         meaning: list[tantivy.DocAddress],
         all_passages: bool,
     ) -> tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]]]:
-        """Reciprocal rank fusion of the lexical hits (with their copies) and the passages found by
-        meaning: by document, or by passage with `all_passages`. A document keeps the passage that
-        ranked it lexically, if any."""
+        """Reciprocal rank fusion of the first `head` lexical hits (with their copies) and the
+        passages found by meaning: by document, or by passage with `all_passages`; then the rest of
+        the lexical hits in their order. A document keeps the passage that ranked it lexically, if any.
+
+        The fused part is the same however deep the page: a deeper lexical side would give a passage
+        found by meaning a second vote on a later page only, and it would move ahead of passages
+        already shown (shown twice, others never)."""
         hits, total, lexical_copies = lexical
         k = self._ranking.rrf_k
-        scores: dict[tuple[int, int], float] = {}
-        shown: dict[tuple[int, int], tantivy.DocAddress] = {}
-        for ranking in ([address for _, address in hits], meaning):
+
+        def identities(ranking: list[tantivy.DocAddress]) -> list[tuple[int, int]]:
             docs = searcher.fast_field_values("doc_num", ranking)
             passages = searcher.fast_field_values("ordinal", ranking) if all_passages else [0] * len(ranking)
-            for rank, (address, doc, passage) in enumerate(zip(ranking, docs, passages, strict=True)):
-                identity = (int(doc or 0), int(passage or 0))
+            return [(int(d or 0), int(p or 0)) for d, p in zip(docs, passages, strict=True)]
+
+        lexical_ranking = [address for _, address in hits]
+        lexical_ids = identities(lexical_ranking)
+        scores: dict[tuple[int, int], float] = {}
+        shown: dict[tuple[int, int], tantivy.DocAddress] = {}
+        for ranking, ids in ((lexical_ranking[:head], lexical_ids[:head]), (meaning, identities(meaning))):
+            for rank, (address, identity) in enumerate(zip(ranking, ids, strict=True)):
                 scores[identity] = scores.get(identity, 0.0) + 1.0 / (k + rank + 1)
                 shown.setdefault(identity, address)
         fused = sorted(((score, shown[key]) for key, score in scores.items()), key=lambda h: -h[0])
+        floor = fused[-1][0] if fused else 1.0
+        later = [
+            (min(1.0 / (k + head + i + 1), floor), address)
+            for i, (address, identity) in enumerate(
+                zip(lexical_ranking[head:], lexical_ids[head:], strict=True)
+            )
+            if identity not in scores
+        ]
         if all_passages:
-            return fused, max(total, len(fused)), [[] for _ in fused]
-        slots, copies = _one_slot_per_passage(searcher, fused)
+            # Every lexical match is counted in `total`; add the passages found by meaning alone.
+            keys = {int(v or 0) for v in searcher.fast_field_values("vector_key", meaning)}
+            both = tantivy.Query.boolean_query(
+                [
+                    (tantivy.Occur.Must, plan.query),
+                    (
+                        tantivy.Occur.Must,
+                        tantivy.Query.term_set_query(self._schema, "vector_key", list(keys)),
+                    ),
+                ]
+            )
+            lexical_too = _count(searcher.search(both, limit=1, count=True))
+            ranked = fused + later
+            return ranked, max(total + len(meaning) - lexical_too, len(ranked)), [[] for _ in ranked]
+        slots, copies = _one_slot_per_passage(searcher, fused + later)
         known = {_place(address): others for (_, address), others in zip(hits, lexical_copies, strict=True)}
         for (_, address), others in zip(slots, copies, strict=True):
             named = {_place(c) for c in others}
             others.extend(c for c in known.get(_place(address), []) if _place(c) not in named)
-        return slots, max(total, len(slots)), copies
+        exhausted = total <= len(hits)  # else `total` says only that there are more
+        return slots, len(slots) if exhausted else max(total, len(slots)), copies
 
 
 def _place(address: tantivy.DocAddress) -> tuple[int, int]:

@@ -72,7 +72,7 @@ class Semantic:
         self._queries[query] = vector
         while len(self._queries) > QUERIES_KEPT:
             self._queries.popitem(last=False)
-        self.store.refresh()
+        self.store.refresh(wait=False)  # a merge under way must not hold up the search
         return [(key, score) for key, score in self.store.nearest(vector, count) if score >= MIN_SIMILARITY]
 
     def embed(
@@ -143,10 +143,10 @@ class Embedder:
 
     def changed(self, paths: Iterable[str]) -> None:
         """These documents were just (re)indexed: embed their passages first."""
-        with self._lock:
+        with self._lock:  # with `_run`'s last look: never idle with a change waiting
             self._fresh.extend(paths)
-        self.idle.clear()
-        self._wake.set()
+            self.idle.clear()
+            self._wake.set()
 
     def stop(self) -> None:
         """Stop after the chunk being encoded (what was embedded so far is written)."""
@@ -180,13 +180,13 @@ class Embedder:
                 for paths in (sorted(set(fresh)), None):  # what just changed first, then everything
                     todo = self._passages(lambda key: not has(key), paths)
                     done += self.semantic.embed(todo, stop=self._stop)
-                keys = self._vector_keys()
                 if not self._stop.is_set():
-                    self.semantic.store.compact(keys)
-                self.coverage = self.semantic.coverage(keys)
+                    self.semantic.store.compact(self._vector_keys)
+                self.coverage = self.semantic.coverage(self._vector_keys())
                 if done:
                     logger.info("embedded %d passages in %.1fs", done, time.monotonic() - started)
             except Exception:  # the thread's top: search goes on lexically
                 logger.exception("embedding failed; will retry after the next change")
-            if not self._wake.is_set():
-                self.idle.set()
+            with self._lock:
+                if not self._wake.is_set():
+                    self.idle.set()

@@ -13,8 +13,10 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,9 +73,21 @@ class Encoder:
         try:
             source = _package_file(*MODEL_FILE, MODEL_SHA256)
             tokenizer = _package_file(*TOKENIZER_FILE, TOKENIZER_SHA256)
-            return cls(_prepared(source, cache_dir), tokenizer, threads)
+            prepared = _prepared(source, cache_dir)
+            try:
+                return cls(prepared, tokenizer, threads)
+            except (ImportError, OSError):
+                raise
+            except Exception as exc:  # onnxruntime's own errors (InvalidProtobuf, Fail) are not OSErrors
+                # The cached copy is damaged or was made by an onnxruntime this one cannot read.
+                logger.warning("the prepared model %s does not load (%s); preparing it again", prepared, exc)
+                prepared.unlink(missing_ok=True)
+                return cls(_prepared(source, cache_dir), tokenizer, threads)
         except (ImportError, OSError) as exc:
             raise SemanticUnavailableError(f"semantic search is unavailable: {exc}") from exc
+        except Exception as exc:  # the preparation's tools fail in their own ways
+            problem = f"{type(exc).__name__}: {exc}"
+            raise SemanticUnavailableError(f"semantic search is unavailable: {problem}") from exc
 
     def passages(self, texts: list[str]) -> np.ndarray:
         """One unit vector per text (float32, rows in the order given)."""
@@ -142,6 +156,7 @@ def _prepared(source: Path, cache_dir: Path) -> Path:
         cache_dir / f"minilm-{MODEL_SHA256[:12]}-{hashlib.sha256(MODEL_ID.encode()).hexdigest()[:8]}.onnx"
     )
     with _preparing:
+        _remove_abandoned(cache_dir)
         if target.exists():
             return target
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +165,20 @@ def _prepared(source: Path, cache_dir: Path) -> Path:
             made = _prepare(source, Path(work))
             os.replace(made, target)  # atomic: another process sees the whole file or none
         return target
+
+
+ABANDONED_SECONDS = 3600.0  # a live preparation takes seconds
+
+
+def _remove_abandoned(cache_dir: Path) -> None:
+    """The work folders of preparations a kill -9 or a power cut stopped (~170 MB each)."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(cache_dir):
+            if entry.name.startswith(".prepare-") and entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if time.time() - entry.stat().st_mtime > ABANDONED_SECONDS:
+                        shutil.rmtree(entry.path)
+                        logger.info("removed %s, left by a preparation that was stopped", entry.path)
 
 
 def _prepare(source: Path, work: Path) -> Path:

@@ -19,7 +19,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 SEGMENT_PREFIX = "seg-"
 SEGMENT_SUFFIX = ".npz"
 MAX_SEGMENTS = 32  # more and `compact` merges them, so that opening stays quick
+COARSE_NS = 3_000_000_000  # the coarsest folder times (FAT's 2 s), and then some
 
 
 class VectorStore:
@@ -41,7 +43,7 @@ class VectorStore:
         self._lock = threading.Lock()
         self._loaded: set[str] = set()
         # (keys, matrix) as one value, replaced whole: a search reads it without the lock.
-        self._data = (np.empty(0, dtype=np.int64), np.empty((0, dimensions), dtype=np.float32))
+        self._data = self._empty()
         self._row: dict[int, int] = {}
         self._seen: int | None = None  # the folder's mtime when last listed
         _one_blas_thread()
@@ -82,90 +84,121 @@ class VectorStore:
             self._append(np.asarray(keys, dtype=np.int64), vectors.astype(np.float32))
         logger.debug("vectors: wrote %d to %s", len(keys), name)
 
-    def compact(self, live: set[int]) -> int:
-        """Drop the vectors whose key is not in `live`, and merge the segments if they are many.
+    def compact(self, live: Callable[[], set[int]]) -> int:
+        """Drop the vectors whose key is not in `live()`, and merge the segments if they are many.
 
+        `live` is asked after the folder is listed, so it must give the keys of a view of the index
+        at least as recent (reload it): another process commits a passage before writing its vector,
+        and a view older than the listing would drop a fresh vector as unused.
         Returns how many vectors were dropped. Segments another process writes meanwhile are kept.
         """
         self.refresh()
         with self._lock:
-            dead = [k for k in self._row if k not in live]
+            alive = live()
+            dead = [k for k in self._row if k not in alive]
             if not dead and len(self._loaded) <= MAX_SEGMENTS:
                 return 0
             known, vectors = self._data
-            kept = np.array([k in live for k in known.tolist()], dtype=bool)
+            kept = np.array([k in alive for k in known.tolist()], dtype=bool)
             keys, matrix = known[kept], vectors[kept]
             old = sorted(self._loaded)
             new = _write_segment(self.folder, self.model_id, keys, matrix) if len(keys) else None
             for name in old:
                 with contextlib.suppress(FileNotFoundError):
                     (self.folder / name).unlink()
-            self._clear()
+            # Replaced whole: a search meanwhile sees the old vectors or the new, never none.
+            self._data = (keys, matrix)
+            self._row = {key: i for i, key in enumerate(keys.tolist())}
             self._loaded = {new} if new else set()
-            self._append(keys, matrix)
         logger.debug("vectors: dropped %d unused, merged %d segments", len(dead), len(old))
         return len(dead)
 
     # ---- reading the folder ----------------------------------------------------------------
 
-    def refresh(self) -> None:
-        """Take in segments other processes wrote since the last look (a cheap stat when none did)."""
+    def refresh(self, *, wait: bool = True) -> None:
+        """Take in segments other processes wrote since the last look (a cheap stat when none did).
+
+        With `wait` False (a search), nothing is done while another thread writes."""
         try:
             seen = self.folder.stat().st_mtime_ns
         except FileNotFoundError:
             return
         if seen == self._seen:
             return
-        with self._lock:
-            self._seen = seen
-            present = {
-                e.name
-                for e in os.scandir(self.folder)
-                if e.name.startswith(SEGMENT_PREFIX) and e.name.endswith(SEGMENT_SUFFIX)
-            }
-            if self._loaded - present:  # merged away by another process: read afresh
-                self._clear()
-            for name in sorted(present - self._loaded):
-                loaded = self._read(name)
-                if loaded is not None:
-                    self._loaded.add(name)
-                    self._append(*loaded)
-            _remove_stale_temporaries(self.folder)
+        if not self._lock.acquire(blocking=wait):
+            return  # a write is under way (a merge, with its fsync): a later look takes it in
+        try:
+            self._take_in(seen)
+        finally:
+            self._lock.release()
+
+    def _take_in(self, seen: int) -> None:
+        """List the folder and read the segments not loaded yet (call with the lock held)."""
+        # A folder's time is coarse on many file systems (a kernel tick, 1 s on HFS+, 2 s on
+        # FAT): a segment renamed in after this look, within the same tick, would leave it as it
+        # is. So a time that recent is not trusted, and the next look lists the folder again.
+        self._seen = seen if abs(time.time_ns() - seen) > COARSE_NS else None
+        present = {
+            e.name
+            for e in os.scandir(self.folder)
+            if e.name.startswith(SEGMENT_PREFIX) and e.name.endswith(SEGMENT_SUFFIX)
+        }
+        if self._loaded - present:
+            # Merged away by another process: read afresh, aside; searches meanwhile use the old.
+            names, row, data = set(), {}, self._empty()
+        else:
+            names, row, data = self._loaded, self._row, self._data
+        for name in sorted(present - names):
+            loaded = self._read(name)
+            if loaded is not None:
+                names.add(name)
+                data = _appended(row, data, *loaded)
+                if row is self._row:
+                    self._data = data  # each segment searchable as soon as read
+        self._loaded, self._data, self._row = names, data, row
+        _remove_stale_temporaries(self.folder)
 
     def _read(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         path = self.folder / name
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with path.open("rb") as file, np.load(file, allow_pickle=False) as data:
                 model = str(data["model"])
+                if model != self.model_id:
+                    return None  # another model's vectors: never mixed with this one's
                 keys, scales, codes = data["keys"], data["scales"], data["codes"]
+                if codes.shape != (len(keys), self._dimensions) or scales.shape != (len(keys),):
+                    raise ValueError(f"arrays of shapes {keys.shape}, {scales.shape}, {codes.shape}")
+                return keys.astype(np.int64), codes.astype(np.float32) * scales[:, None]
         except FileNotFoundError:
             return None  # merged away meanwhile
-        except (OSError, ValueError, KeyError) as exc:
-            # Damaged on disk: its passages are embedded again.
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            # Damaged on disk (cut short, bits flipped: zip's CRC fails): its passages are embedded again.
             logger.warning("vector segment %s is unreadable (%s); removing it", path, exc)
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
-        if model != self.model_id or codes.shape != (len(keys), self._dimensions):
-            return None  # another model's vectors: never mixed with this one's
-        return keys.astype(np.int64), codes.astype(np.float32) * scales[:, None]
 
-    def _clear(self) -> None:
-        self._loaded = set()
-        self._data = (np.empty(0, dtype=np.int64), np.empty((0, self._dimensions), dtype=np.float32))
-        self._row = {}
+    def _empty(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.empty(0, dtype=np.int64), np.empty((0, self._dimensions), dtype=np.float32)
 
     def _append(self, keys: np.ndarray, matrix: np.ndarray) -> None:
         """Add rows whose keys are new (call with the lock held)."""
-        fresh = [i for i, k in enumerate(keys.tolist()) if k not in self._row]
-        if not fresh:
-            return
-        if len(fresh) < len(keys):
-            keys, matrix = keys[fresh], matrix[fresh]
-        known, vectors = self._data
-        for i, key in enumerate(keys.tolist()):
-            self._row[key] = len(known) + i
-        self._data = (np.concatenate([known, keys]), np.concatenate([vectors, matrix]))
+        self._data = _appended(self._row, self._data, keys, matrix)
+
+
+def _appended(
+    row: dict[int, int], data: tuple[np.ndarray, np.ndarray], keys: np.ndarray, matrix: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`data` with the rows of `keys` not in `row` yet added (and entered in `row`)."""
+    fresh = [i for i, k in enumerate(keys.tolist()) if k not in row]
+    if not fresh:
+        return data
+    if len(fresh) < len(keys):
+        keys, matrix = keys[fresh], matrix[fresh]
+    known, vectors = data
+    for i, key in enumerate(keys.tolist()):
+        row[key] = len(known) + i
+    return np.concatenate([known, keys]), np.concatenate([vectors, matrix])
 
 
 @functools.cache
