@@ -436,12 +436,21 @@ def search(
     Raises:
         QueryError: a filter is malformed.
     """
-    nearest = None
+    nearest: Callable[[], list[tuple[int, float]]] | None = None
     if semantic is not None and semantic.encoder is not None:
         count = index.ranking.vector_candidates
         if any(options.get(name) for name in FILTERS):
             count *= 10  # the filters will keep only some of them
-        nearest = semantic.nearest(query, count)
+        pending = semantic.nearest_soon(query, count)
+
+        def nearest_keys() -> list[tuple[int, float]]:
+            try:
+                return pending()
+            except Exception:  # the words' ranking stands on its own
+                logger.exception("search by meaning failed for %r; searching by words only", query[:80])
+                return []
+
+        nearest = nearest_keys
     results = index.search(query, nearest=nearest, **options)
     results.semantic_coverage = coverage
     return results
@@ -460,9 +469,10 @@ def embed_missing(
     from kb.semantic import Semantic
 
     semantic = Semantic(index.vectors_dir, settings.cache_dir)
-    semantic.load(threads=os.cpu_count() or 1)
-    todo = index.passages(lambda key: not semantic.store.has(key))
-    report.embedded = semantic.embed(todo, progress=progress)
+    if semantic.store.missing(index.vector_keys()):  # else the model is not even loaded
+        semantic.load(threads=os.cpu_count() or 1)
+        todo = index.passages(lambda key: not semantic.store.has(key))
+        report.embedded = semantic.embed(todo, progress=progress)
     semantic.store.compact(index.vector_keys)
     report.semantic_coverage = round(semantic.coverage(index.vector_keys()), 4)
     report.embedding_seconds = round(time.monotonic() - started, 3)

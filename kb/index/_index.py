@@ -337,13 +337,14 @@ class SearchIndex:
         tags: list[str] | None = None,
         modified_after: datetime | None = None,
         all_passages: bool = False,
-        nearest: list[tuple[int, float]] | None = None,
+        nearest: Callable[[], list[tuple[int, float]]] | None = None,
     ) -> SearchResults:
         """Rank passages for `query`; by default each document appears once, with its best passage.
 
-        `nearest` are the vector keys (see `passages`) most like the query in meaning, best first:
-        for a query of plain words, their passages are fused with the lexical ranking (filters apply
-        to both).
+        `nearest()` gives the vector keys (see `passages`) most like the query in meaning, best
+        first: for a query of plain words, their passages are fused with the lexical ranking
+        (filters apply to both). It is called once the lexical side is done, so that the query's
+        encoding can run meanwhile.
 
         Raises:
             QueryError: a filter is malformed (the query text itself never fails: it falls back to
@@ -361,7 +362,10 @@ class SearchIndex:
             vocabulary=Vocabulary(searcher),
             ranking=self._ranking,
         )
-        meaning = self._by_meaning(searcher, plan, nearest or [], all_passages) if plan.natural else []
+        meaning = None
+        if nearest is not None and plan.natural:
+            by_words = plan  # the plans derived from it (feedback, near spellings) lose its filters
+            meaning = lambda: self._by_meaning(searcher, by_words, nearest(), all_passages)  # noqa: E731
         try:
             return self._run(searcher, plan, query, limit, offset, all_passages, meaning)
         except ValueError:
@@ -379,24 +383,21 @@ class SearchIndex:
         limit: int,
         offset: int,
         all_passages: bool,
-        meaning: list[tantivy.DocAddress],
+        meaning: Callable[[], list[tantivy.DocAddress]] | None,
     ) -> SearchResults:
         if plan.expand is not None:
             # The best passages for the question's own words lend it their vocabulary.
             best = searcher.search(plan.query, limit=self._ranking.feedback_passages, count=False).hits
             plan = plan.expand([(score, text_of(searcher.doc(address), "body")) for score, address in best])
         wanted = offset + limit
-        hits, total, copies, head = self._collect(searcher, plan, wanted, all_passages, fusing=bool(meaning))
+        fusing = meaning is not None
+        hits, total, copies, head = self._collect(searcher, plan, wanted, all_passages, fusing=fusing)
         if not hits and (retry := plan.fuzzy()) is not None:
             plan = retry
-            hits, total, copies, head = self._collect(
-                searcher, plan, wanted, all_passages, fusing=bool(meaning)
-            )
+            hits, total, copies, head = self._collect(searcher, plan, wanted, all_passages, fusing=fusing)
         approximate = plan.approximate and bool(hits)
-        if meaning:
-            hits, total, copies = self._fuse(
-                searcher, plan, (hits, total, copies), head, meaning, all_passages
-            )
+        if meaning is not None and (found := meaning()):
+            hits, total, copies = self._fuse(searcher, plan, (hits, total, copies), head, found, all_passages)
         page = list(zip(hits, copies, strict=True))[offset : offset + limit]
         snippets = tantivy.SnippetGenerator.create(searcher, plan.text_query, self._schema, "body")
         snippets.set_max_num_chars(SNIPPET_CHARS)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ class Semantic:
         self._cache_dir = cache_dir
         self.encoder: Encoder | None = None
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # the next page asks again
+        self._pool: ThreadPoolExecutor | None = None
 
     def load(self, threads: int) -> Encoder:
         """Load the encoder.
@@ -60,6 +62,17 @@ class Semantic:
         if self.encoder is None:
             self.encoder = _shared_encoder(self._cache_dir, max(1, threads))
         return self.encoder
+
+    def nearest_soon(self, query: str, count: int) -> Callable[[], list[tuple[int, float]]]:
+        """`nearest`, started now in another thread: the query's encoding (a few ms) runs while the
+        caller does its lexical search; call the result for the keys."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-query")
+        return self._pool.submit(self.nearest, query, count).result
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     def nearest(self, query: str, count: int) -> list[tuple[int, float]]:
         """The vector keys nearest to `query` in meaning, best first, that are near enough to be about
@@ -155,6 +168,7 @@ class Embedder:
         if self._thread is not None:
             # Bounded: the first use's preparation of the model (seconds) cannot be interrupted.
             self._thread.join(STOP_WAIT)
+        self.semantic.close()
         self.idle.set()
 
     def _run(self) -> None:

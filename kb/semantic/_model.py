@@ -59,9 +59,9 @@ class Encoder:
         self._tokenizer = Tokenizer.from_file(str(tokenizer))
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding()
+        self._model = model
         self._bulk = _session(ort, model, threads)
-        # A query is a few words: one thread answers it in a few ms, even while a batch runs.
-        self._quick = _session(ort, model, 1)
+        self._quick: Any = None  # made at the first query (kb index never asks one)
 
     @classmethod
     def load(cls, cache_dir: Path, threads: int) -> Encoder:
@@ -101,6 +101,11 @@ class Encoder:
 
     def query(self, text: str) -> np.ndarray:
         """The unit vector of one query."""
+        if self._quick is None:
+            import onnxruntime as ort
+
+            # A query is a few words: one thread answers it in a few ms, even while a batch runs.
+            self._quick = _session(ort, self._model, 1)
         return self._encode(self._quick, [text])[0]
 
     def _encode(self, session: Any, texts: list[str]) -> np.ndarray:
