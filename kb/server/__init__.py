@@ -57,7 +57,7 @@ def build_server(settings: Settings, *, runtime: KbRuntime | None = None) -> MCP
         subscriptions=runtime.bus,
     )
     audit.install(server)  # first: the outermost middleware, so its duration covers the others
-    register_tools(server)
+    register_tools(server, runtime)
     register_resources(server, runtime)
     runtime.sessions.install(server)
     register_prompts(server, runtime)

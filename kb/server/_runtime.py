@@ -9,9 +9,9 @@ sync, the last closes it. Handlers reach the library through the request context
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.from_thread
@@ -35,6 +35,14 @@ from kb.server.notifications import SessionNotifier
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+# Library reads run in worker threads, so a long query does not hold up other clients. Tantivy
+# searches without the GIL, so a few threads keep the cores busy; more (anyio's default is 40, one
+# per concurrent request) only take turns at the GIL, and each new thread grows the resident set
+# by its own stack and malloc arena.
+READ_THREADS = 4
+
 
 def library_of(ctx: Context) -> Library:
     """The server's library, from a handler's context (the lifespan yields it)."""
@@ -53,6 +61,12 @@ class KbRuntime:
         self._synced: anyio.Event | None = None  # made on the event loop, by the first user
         self._users = 0
         self._lock = anyio.Lock()
+        self._reads = anyio.CapacityLimiter(READ_THREADS)
+
+    async def read(self, func: Callable[[], T]) -> T:
+        """`func()` (a blocking read of the library) in a worker thread, at most `READ_THREADS`
+        at once; the others wait their turn on the event loop."""
+        return await anyio.to_thread.run_sync(func, limiter=self._reads)
 
     async def wait_synced(self) -> None:
         """Return once the startup sync has finished (or failed)."""

@@ -72,9 +72,12 @@ def check_http_settings(settings: Settings, host: str) -> None:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket; port 0 picks a free one (read it back with `getsockname()`)."""
+    """A listening TCP socket; port 0 picks a free one (read it back with `getsockname()`)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not left 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on
+    # sockets whose protocol says TCP, and the accepted connections inherit it. With Nagle on, the
+    # body of a response written after its head waits for the client's delayed ACK (~40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -57,7 +57,7 @@ def register_resources(server: MCPServer[Any], runtime: KbRuntime) -> None:
     async def document(path: str, ctx: Context) -> str:
         library = library_of(ctx)
         with _as_not_found():
-            text, _ = await anyio.to_thread.run_sync(library.read_text, path)
+            text, _ = await runtime.read(lambda: library.read_text(path))
         return text
 
     # The SDK matches `{+path}` up to a '#' (a '#' inside a path is %-encoded), and allows one
@@ -79,7 +79,7 @@ def register_resources(server: MCPServer[Any], runtime: KbRuntime) -> None:
         if not fragment:
             return await document(path, ctx)
         with _as_not_found():
-            reading = await anyio.to_thread.run_sync(library.read, DocId(path, fragment))
+            reading = await runtime.read(lambda: library.read(DocId(path, fragment)))
         return reading.text
 
     # A static resource function cannot take a Context (the SDK refuses it), so this one reaches

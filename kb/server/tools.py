@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -29,6 +28,8 @@ from kb.server._uris import doc_url, iso_mtime
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from kb.server._runtime import KbRuntime
 
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class FetchOutput(BaseModel):
     total_chars: int = Field(description="Length of the whole text")
 
 
-def register_tools(server: MCPServer[Any]) -> None:
+def register_tools(server: MCPServer[Any], runtime: KbRuntime) -> None:
     """Add `search` and `fetch` to `server`."""
 
     @server.tool(
@@ -159,7 +160,7 @@ def register_tools(server: MCPServer[Any]) -> None:
         path_filter, after = _check_path_filter(path), _parse_when(modified_after)
         with _as_tool_error():
             # Off the event loop: a long query must not hold up every other client's requests.
-            found: SearchResults = await anyio.to_thread.run_sync(
+            found: SearchResults = await runtime.read(
                 lambda: library.search(
                     query,
                     limit=limit,
@@ -239,7 +240,7 @@ def register_tools(server: MCPServer[Any]) -> None:
     ) -> Annotated[CallToolResult, FetchOutput]:
         library = library_of(ctx)
         with _as_tool_error():
-            reading = await anyio.to_thread.run_sync(library.read, id)
+            reading = await runtime.read(lambda: library.read(id))
         doc_id, doc, text = reading.doc_id, reading.doc, reading.text
         total = len(text)
         if offset > total or (offset == total and total > 0):
