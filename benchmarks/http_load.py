@@ -260,14 +260,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         index_dir = tmp / "index"
         queries = _corpus.queries(root, args.queries)
         indexed = subprocess.run(
-            [sys.executable, "-m", "kb", "index", str(root), "--index-dir", str(index_dir), "--json"],
+            [
+                *(sys.executable, "-m", "kb", "index", str(root), "--index-dir", str(index_dir)),
+                *("--json", "--semantic", args.semantic),
+            ],
             capture_output=True,
             text=True,
         )
         if indexed.returncode not in (0, 1):
             raise LoadFailure(f"kb index exited {indexed.returncode}: {indexed.stderr[-600:]}")
         kb_port = _free_port()
-        kb_cmd = [sys.executable, "-m", "kb", "serve", str(root), "--index-dir", str(index_dir)]
+        kb_cmd = [
+            *(sys.executable, "-m", "kb", "serve", str(root), "--index-dir", str(index_dir)),
+            *("--semantic", args.semantic),
+        ]
         kb = _start("kb", [*kb_cmd, "--http", f"127.0.0.1:{kb_port}", *args.kb_arg], kb_port)
         servers = [kb]
         try:
@@ -376,6 +382,12 @@ def main() -> None:
     parser.add_argument("--markdown-tar", type=Path, default=CORPORA / "markdown.tar.gz")
     parser.add_argument(
         "--kb-arg", action="append", default=[], help="one more argument for kb serve (repeatable)"
+    )
+    parser.add_argument(
+        "--semantic",
+        choices=("off", "on"),
+        default="off",
+        help="kb's semantic search (off: the lexical engine, as measured before it existed) [off]",
     )
     parser.add_argument("--quick", action="store_true", help="smoke test: 5 s rounds, 1 round, search only")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
