@@ -363,10 +363,12 @@ def _semantic_for(settings: Settings, index: Any) -> Any:
 
     if not settings.semantic:
         return None
-    semantic = Semantic(index.vectors_dir, settings.cache_dir)
     try:
+        semantic = Semantic(index.vectors_dir, settings.cache_dir)
+        if not len(semantic.store):
+            return None  # nothing embedded (kb index --semantic off): no model to load
         semantic.load(threads=1)
-    except SemanticUnavailableError as exc:
+    except (SemanticUnavailableError, OSError) as exc:  # OSError: INDEX_DIR/vectors is not a folder, say
         logging.getLogger("kb.cli").warning("%s; searching by words only", exc)
         return None
     return semantic
