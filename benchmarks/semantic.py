@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(figures, indent=2))
     else:
         for name, value in figures.items():
-            print(f"{name:40} {value:10.2f}" if isinstance(value, float) else f"{name:40} {value!s:>10}")
+            shown = f"{value:10.4g}" if isinstance(value, float) else f"{value!s:>10}"
+            print(f"{name:40} {shown}")
     return 0
 
 
