@@ -530,7 +530,8 @@ def status_command(ctx: click.Context, index_dir: Path | None, as_json: bool) ->
         _fail(exc)
     server = live_status(index.index_dir)
     try:
-        vectors = Semantic(index.vectors_dir, settings.cache_dir)  # the stored vectors; no model loaded
+        # The stored vectors only: no model is loaded, and nothing is repaired by a command that reads.
+        vectors = Semantic(index.vectors_dir, settings.cache_dir, repair=False)
         coverage: float | None = round(vectors.coverage(index.vector_keys()), 4)
     except OSError as exc:  # INDEX_DIR/vectors is not a folder, say
         logging.getLogger("kb.cli").warning("the vectors cannot be read: %s", exc)

@@ -469,10 +469,10 @@ def embed_missing(
     from kb.semantic import Semantic
 
     semantic = Semantic(index.vectors_dir, settings.cache_dir)
-    if semantic.store.missing(index.vector_keys()):  # else the model is not even loaded
+    if missing := semantic.store.missing(index.vector_keys()):  # else the model is not even loaded
         semantic.load(threads=os.cpu_count() or 1)
         todo = index.passages(lambda key: not semantic.store.has(key))
-        report.embedded = semantic.embed(todo, progress=progress)
+        report.embedded = semantic.embed(todo, progress=progress, total=len(missing))
     semantic.store.compact(index.vector_keys)
     report.semantic_coverage = round(semantic.coverage(index.vector_keys()), 4)
     report.embedding_seconds = round(time.monotonic() - started, 3)

@@ -266,3 +266,13 @@ async def test_the_search_tool_says_how_far_embedding_has_come(tmp_path: Path) -
         done = (await client.call_tool("search", {"query": QUESTION})).structured_content or {}
     assert "semantic_coverage" not in done and "notice" not in done
     assert done["results"][0]["path"] == "kitchen/bread.md"
+
+
+def test_kb_status_reads_a_damaged_vector_file_without_removing_it(tmp_path: Path) -> None:
+    settings = indexed(tmp_path)
+    [segment] = [p for p in (settings.index_dir / "vectors").iterdir() if p.name.startswith(SEGMENT_PREFIX)]
+    segment.write_bytes(b"not a vector file")
+    run = kb("status", "--index-dir", settings.index_dir, "--json")
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.stdout)["semantic_coverage"] == 0.0
+    assert segment.exists()  # a command that reads repairs nothing; kb index will

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,8 @@ class Semantic:
     """The vectors in one folder (an index's `vectors_dir`), and the encoder that makes them
     (loaded on first need)."""
 
-    def __init__(self, folder: Path, cache_dir: Path) -> None:
-        self.store = VectorStore(folder, MODEL_ID, DIMENSIONS)
+    def __init__(self, folder: Path, cache_dir: Path, *, repair: bool = True) -> None:
+        self.store = VectorStore(folder, MODEL_ID, DIMENSIONS, repair=repair)
         self._cache_dir = cache_dir
         self.encoder: Encoder | None = None
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # the next page asks again
@@ -89,21 +90,24 @@ class Semantic:
         return [(key, score) for key, score in self.store.nearest(vector, count) if score >= MIN_SIMILARITY]
 
     def embed(
-        self, passages: Passages, *, stop: threading.Event | None = None, progress: Progress | None = None
+        self,
+        passages: Passages,
+        *,
+        stop: threading.Event | None = None,
+        progress: Progress | None = None,
+        total: int = 0,
     ) -> int:
-        """Embed and store `passages` (keys that have a vector are skipped); returns how many were
-        embedded. Vectors are written every `SEGMENT_PASSAGES`, so a stop or a crash keeps the rest."""
+        """Embed and store `passages` (keys that have a vector are skipped), read as they come (a
+        chunk's texts in memory at a time); returns how many were embedded. Vectors are written every
+        `SEGMENT_PASSAGES`, so a stop or a crash keeps the rest. `progress(done, total)` follows."""
         encoder = self.encoder
         if encoder is None:
             return 0
-        todo = [(key, text) for key, text in passages if not self.store.has(key)]
+        fresh = ((key, text) for key, text in passages if not self.store.has(key))
         done = 0
         pending_keys: list[int] = []
         pending: list[np.ndarray] = []
-        for start in range(0, len(todo), CHUNK):
-            if stop is not None and stop.is_set():
-                break
-            chunk = todo[start : start + CHUNK]
+        while not (stop is not None and stop.is_set()) and (chunk := list(islice(fresh, CHUNK))):
             pending.append(encoder.passages([text for _, text in chunk]))
             pending_keys += [key for key, _ in chunk]
             done += len(chunk)
@@ -111,7 +115,7 @@ class Semantic:
                 self._write(pending_keys, pending)
                 pending_keys, pending = [], []
             if progress is not None:
-                progress(done, len(todo))
+                progress(done, max(total, done))
         self._write(pending_keys, pending)
         return done
 
@@ -190,6 +194,7 @@ class Embedder:
                 fresh, self._fresh = self._fresh, []
             try:
                 started = time.monotonic()
+                self.semantic.store.refresh()  # what a `kb index` stored meanwhile is not made again
                 done = 0
                 for paths in (sorted(set(fresh)), None):  # what just changed first, then everything
                     todo = self._passages(lambda key: not has(key), paths)

@@ -36,8 +36,11 @@ COARSE_NS = 3_000_000_000  # the coarsest folder times (FAT's 2 s), and then som
 class VectorStore:
     """The vectors of one model in one folder; safe for several threads and processes."""
 
-    def __init__(self, folder: Path, model_id: str, dimensions: int) -> None:
+    def __init__(self, folder: Path, model_id: str, dimensions: int, *, repair: bool = True) -> None:
+        """`repair`: remove damaged segments and stale temporary files as they are met (not for a
+        command that only reads, like `kb status`)."""
         self.folder = folder
+        self._repair = repair
         self.model_id = model_id
         self._dimensions = dimensions
         self._lock = threading.Lock()
@@ -156,7 +159,8 @@ class VectorStore:
                 if row is self._row:
                     self._data = data  # each segment searchable as soon as read
         self._loaded, self._data, self._row = names, data, row
-        _remove_stale_temporaries(self.folder)
+        if self._repair:
+            _remove_stale_temporaries(self.folder)
 
     def _read(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         path = self.folder / name
@@ -173,6 +177,9 @@ class VectorStore:
             return None  # merged away meanwhile
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             # Damaged on disk (cut short, bits flipped: zip's CRC fails): its passages are embedded again.
+            if not self._repair:
+                logger.warning("vector segment %s is unreadable (%s); kb index will replace it", path, exc)
+                return None
             logger.warning("vector segment %s is unreadable (%s); removing it", path, exc)
             with contextlib.suppress(OSError):
                 path.unlink()
