@@ -473,8 +473,8 @@ def embed_missing(
         semantic.load(threads=os.cpu_count() or 1)
         todo = index.passages(lambda key: not semantic.store.has(key))
         report.embedded = semantic.embed(todo, progress=progress, total=len(missing))
-    semantic.store.compact(index.vector_keys)
-    report.semantic_coverage = round(semantic.coverage(index.vector_keys()), 4)
+    live = semantic.store.compact(index.vector_keys)
+    report.semantic_coverage = round(semantic.coverage(live), 4)
     report.embedding_seconds = round(time.monotonic() - started, 3)
 
 

@@ -199,9 +199,9 @@ class Embedder:
                 for paths in (sorted(set(fresh)), None):  # what just changed first, then everything
                     todo = self._passages(lambda key: not has(key), paths)
                     done += self.semantic.embed(todo, stop=self._stop)
-                if not self._stop.is_set():
-                    self.semantic.store.compact(self._vector_keys)
-                self.coverage = self.semantic.coverage(self._vector_keys())
+                stopping = self._stop.is_set()
+                live = self._vector_keys() if stopping else self.semantic.store.compact(self._vector_keys)
+                self.coverage = self.semantic.coverage(live)
                 if done:
                     logger.info("embedded %d passages in %.1fs", done, time.monotonic() - started)
             except Exception:  # the thread's top: search goes on lexically

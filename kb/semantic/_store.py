@@ -87,20 +87,21 @@ class VectorStore:
             self._append(np.asarray(keys, dtype=np.int64), vectors.astype(np.float32))
         logger.debug("vectors: wrote %d to %s", len(keys), name)
 
-    def compact(self, live: Callable[[], set[int]]) -> int:
+    def compact(self, live: Callable[[], set[int]]) -> set[int]:
         """Drop the vectors whose key is not in `live()`, and merge the segments if they are many.
 
         `live` is asked after the folder is listed, so it must give the keys of a view of the index
         at least as recent (reload it): another process commits a passage before writing its vector,
         and a view older than the listing would drop a fresh vector as unused.
-        Returns how many vectors were dropped. Segments another process writes meanwhile are kept.
+        Returns the live keys it was given (for the coverage, without asking the index again).
+        Segments another process writes meanwhile are kept.
         """
         self.refresh()
         with self._lock:
             alive = live()
             dead = [k for k in self._row if k not in alive]
             if not dead and len(self._loaded) <= MAX_SEGMENTS:
-                return 0
+                return alive
             known, vectors = self._data
             kept = np.array([k in alive for k in known.tolist()], dtype=bool)
             keys, matrix = known[kept], vectors[kept]
@@ -114,7 +115,7 @@ class VectorStore:
             self._row = {key: i for i, key in enumerate(keys.tolist())}
             self._loaded = {new} if new else set()
         logger.debug("vectors: dropped %d unused, merged %d segments", len(dead), len(old))
-        return len(dead)
+        return alive
 
     # ---- reading the folder ----------------------------------------------------------------
 
