@@ -57,6 +57,23 @@ def indexed(tmp_path: Path, files: dict[str, str] = TOPICS, **options: object) -
     return settings
 
 
+def only_segment(settings: Settings) -> Path:
+    """The one vector segment of a freshly indexed corpus."""
+    [segment] = [p for p in (settings.index_dir / "vectors").iterdir() if p.name.startswith(SEGMENT_PREFIX)]
+    return segment
+
+
+def embed_now(settings: Settings) -> SyncReport:
+    """What `kb index` does after its sync: embed what lacks a vector; its report."""
+    report = SyncReport(root=str(settings.root), index_dir=str(settings.index_dir))
+    index = SearchIndex.open(settings.index_dir, settings.root)
+    try:
+        embed_missing(settings, index, report)
+    finally:
+        index.close()
+    return report
+
+
 def started(settings: Settings) -> Library:
     """A library past its first sync, its encoder loaded and every passage embedded."""
     library = Library.open(settings)
@@ -142,15 +159,9 @@ def test_kb_index_embeds_each_text_once_renames_reuse_and_removals_drop(tmp_path
 
 def test_a_damaged_vector_file_is_dropped_and_its_passages_embedded_again(tmp_path: Path) -> None:
     settings = indexed(tmp_path)
-    folder = settings.index_dir / "vectors"
-    [segment] = [p for p in folder.iterdir() if p.name.startswith(SEGMENT_PREFIX)]
+    segment = only_segment(settings)
     segment.write_bytes(b"not a vector file")
-    report = SyncReport(root=str(settings.root), index_dir=str(settings.index_dir))
-    index = SearchIndex.open(settings.index_dir, settings.root)
-    try:
-        embed_missing(settings, index, report)
-    finally:
-        index.close()
+    report = embed_now(settings)
     assert (report.embedded, report.semantic_coverage) == (len(TOPICS), 1.0)
     assert not segment.exists()
 
@@ -270,7 +281,7 @@ async def test_the_search_tool_says_how_far_embedding_has_come(tmp_path: Path) -
 
 def test_kb_status_reads_a_damaged_vector_file_without_removing_it(tmp_path: Path) -> None:
     settings = indexed(tmp_path)
-    [segment] = [p for p in (settings.index_dir / "vectors").iterdir() if p.name.startswith(SEGMENT_PREFIX)]
+    segment = only_segment(settings)
     segment.write_bytes(b"not a vector file")
     run = kb("status", "--index-dir", settings.index_dir, "--json")
     assert run.exit_code == 0, run.output

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from test_cli import kb
-from test_semantic import QUESTION, TOPICS, indexed, started
+from test_semantic import QUESTION, TOPICS, embed_now, indexed, only_segment, started
 
 from kb.config import Settings
 from kb.index import SearchIndex
@@ -30,24 +30,17 @@ def _model() -> tuple[str, int]:
 
 def test_a_truncated_vector_file_is_dropped_not_fatal(tmp_path: Path) -> None:
     settings = indexed(tmp_path)
-    folder = settings.index_dir / "vectors"
-    [segment] = [p for p in folder.iterdir() if p.name.startswith(SEGMENT_PREFIX)]
+    segment = only_segment(settings)
     data = segment.read_bytes()
     segment.write_bytes(data[: len(data) // 2])  # a zip that ends early (a copy cut short, a bad disk)
-    assert len(VectorStore(folder, *_model())) == 0
-    report = SyncReport(root=str(settings.root), index_dir=str(settings.index_dir))
-    index = SearchIndex.open(settings.index_dir, settings.root)
-    try:
-        embed_missing(settings, index, report)
-    finally:
-        index.close()
+    assert len(VectorStore(segment.parent, *_model())) == 0
+    report = embed_now(settings)
     assert (report.embedded, report.semantic_coverage) == (len(TOPICS), 1.0)
 
 
 def test_a_bit_flip_in_a_vector_file_does_not_stop_the_server(tmp_path: Path) -> None:
     settings = indexed(tmp_path)
-    folder = settings.index_dir / "vectors"
-    [segment] = [p for p in folder.iterdir() if p.name.startswith(SEGMENT_PREFIX)]
+    segment = only_segment(settings)
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0xFF  # inside the stored arrays: zip's CRC check fails on reading
     segment.write_bytes(bytes(data))
