@@ -103,4 +103,6 @@ class Settings(BaseModel):
             if alias in values or name in values:  # given directly: neither spelling comes from the env
                 found.pop(alias, None)
                 found.pop(name, None)
+        # The cache's default comes from the same environment ($XDG_CACHE_HOME, $HOME) as the rest.
+        found.setdefault("cache_dir", default_cache_dir(environ))
         return cls(**{**found, **values})

@@ -48,3 +48,8 @@ def test_out_of_range_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_settings_built_in_code_ignore_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KB_INDEX_DIR", "/srv/kb-index")
     assert Settings().index_dir == Path("index")
+
+
+def test_the_cache_folder_follows_the_environment_given(tmp_path: Path) -> None:
+    assert Settings.from_env({"XDG_CACHE_HOME": str(tmp_path)}).cache_dir == tmp_path / "kb"
+    assert Settings.from_env({"KB_CACHE_DIR": str(tmp_path / "c")}).cache_dir == tmp_path / "c"
