@@ -104,5 +104,5 @@ class Settings(BaseModel):
                 found.pop(alias, None)
                 found.pop(name, None)
         # The cache's default comes from the same environment ($XDG_CACHE_HOME, $HOME) as the rest.
-        found.setdefault("cache_dir", default_cache_dir(environ))
+        found.setdefault("cache_dir", str(default_cache_dir(environ)))
         return cls(**{**found, **values})
