@@ -7,12 +7,10 @@ import socket
 
 import anyio
 import pytest
-import uvicorn
 from mcp import Client
 from mcp_helpers import anyio_backend  # noqa: F401
 
-from kb.server import build_server
-from kb.server.http import REQUEST_TIMEOUT_SECONDS, bind_socket, h11_protocol_with_request_deadline, http_app
+from kb.server.http import bind_socket, http_server
 
 pytestmark = pytest.mark.anyio
 
@@ -23,18 +21,9 @@ TIMEOUT = 60  # a bound on waiting for a loaded 2-core machine, not a timing ass
 async def test_connections_send_without_waiting_for_acknowledgements(settings, mode):
     # A JSON response leaves in two writes (head, then body); with Nagle's algorithm on, the body
     # waits for the client's delayed acknowledgement of the head, about 40 ms on Linux.
-    server = build_server(settings)
     with bind_socket("127.0.0.1", 0) as sock:
         port = sock.getsockname()[1]
-        app = http_app(server, settings, "127.0.0.1", port)
-        config = uvicorn.Config(
-            app,
-            http=h11_protocol_with_request_deadline(REQUEST_TIMEOUT_SECONDS),
-            log_config=None,
-            access_log=False,
-            log_level="warning",
-        )
-        uv = uvicorn.Server(config)
+        uv = http_server(settings, sock)
         async with anyio.create_task_group() as tg:
             tg.start_soon(uv.serve, [sock])
             with anyio.fail_after(TIMEOUT):

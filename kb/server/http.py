@@ -101,6 +101,26 @@ async def serve_http(
     became ready for one (opened, or its last response sent) is closed.
     """
     host, port = sock.getsockname()[:2]
+    server = http_server(settings, sock, sse, request_timeout=request_timeout)
+    logger.info(
+        "serving MCP over %s at http://%s:%d%s",
+        "SSE" if sse else "HTTP",
+        host,
+        port,
+        "/sse" if sse else "/mcp",
+    )
+    await server.serve(sockets=[sock])
+
+
+def http_server(
+    settings: Settings,
+    sock: socket.socket,
+    sse: bool = False,
+    *,
+    request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+) -> uvicorn.Server:
+    """The uvicorn server `serve_http` runs on `sock` (not started)."""
+    host, port = sock.getsockname()[:2]
     app = http_app(build_server(settings), settings, host, port, sse=sse)
     config = uvicorn.Config(
         app,
@@ -110,14 +130,7 @@ async def serve_http(
         lifespan="on",
         log_level="warning",
     )
-    logger.info(
-        "serving MCP over %s at http://%s:%d%s",
-        "SSE" if sse else "HTTP",
-        host,
-        port,
-        "/sse" if sse else "/mcp",
-    )
-    await uvicorn.Server(config).serve(sockets=[sock])
+    return uvicorn.Server(config)
 
 
 def http_app(
