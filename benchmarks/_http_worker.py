@@ -7,8 +7,8 @@ SPEC.json: `{"url", "sessions", "seconds", "protocol", "ops": [[op, argument], .
 `search` (argument: a query), `fetch` (an id) or `read` (a resource URI). Session i starts at
 `ops[i * 7 % len(ops)]` and walks the list round-robin. The sessions all connect first; the process
 then prints `ready` and waits for a line on stdin, so that every process starts its clock together.
-At the end it prints one JSON object: per request its op, latency (ms) and whether it failed,
-and the first few error messages.
+At the end it prints one JSON object: per request its op, latency (ms), whether it failed and when
+it started (seconds after the start), and the first few error messages.
 
 Bounded: the URL must be loopback, a session stops after SECONDS or MAX_REQUESTS_PER_SESSION
 requests, and the whole process gives up SECONDS + 60 s after it started loading.
@@ -60,7 +60,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         raise SystemExit(f"refusing a non-loopback URL: {url}")
     connected, go = anyio.Event(), anyio.Event()
     ready = 0
-    records: list[tuple[str, float, bool]] = []
+    records: list[tuple[str, float, bool, float]] = []
     errors: list[str] = []
     window: dict[str, float] = {}
 
@@ -82,7 +82,14 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                     error = await _call(client, op, argument)
                 except Exception as exc:  # a failed request is a figure here, not a crash
                     error = f"{op} {argument!r}: {type(exc).__name__}: {exc}"
-                records.append((op, (time.perf_counter() - started) * 1000, error is not None))
+                records.append(
+                    (
+                        op,
+                        (time.perf_counter() - started) * 1000,
+                        error is not None,
+                        started - window["start"],
+                    )
+                )
                 if error is not None and len(errors) < MAX_ERROR_SAMPLES:
                     errors.append(error[:300])
 
@@ -101,7 +108,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "seconds": seconds,
         "wall_s": time.perf_counter() - window["start"],
         "records": records,
-        "errors": sum(failed for _, _, failed in records),
+        "errors": sum(failed for _, _, failed, _ in records),
         "error_samples": errors,
         "timed_out": tg.cancel_scope.cancelled_caught,
     }

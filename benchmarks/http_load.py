@@ -2,12 +2,14 @@
 
 python benchmarks/http_load.py [--seconds 60] [--sessions 20] [--procs 2] [--rounds 3]
                                [--mix search|mixed|both] [--protocol auto|legacy]
+                               [--disturb none|burst|index|both] [--burst-files 2000]
                                [--corpus DIR | --markdown-tar PATH] [--quick] [--json]
 
 `kb serve DIR --http` and the floor (`_floor.py --http`: the same SDK answering kb's own canned results)
 run side by side on loopback for the whole run; each round loads one of them, then the other (the
 order alternating), with the same sessions of the official client (`_http_worker.py`, in `--procs`
-processes of their own).
+processes of their own). Then, with `--disturb`, one more kb round of searches for each disturbance:
+a burst of edits to `--burst-files` files, or a concurrent `kb index --rebuild`, a third of the way in.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +41,7 @@ MB = 2**20
 TICKS = os.sysconf("SC_CLK_TCK")
 # Mixed load: of every five requests three are searches, one a fetch, one a resources/read.
 MIXED = ("search", "fetch", "search", "read", "search")
+DISTURBED_P99_GOAL_MS = 1000.0
 
 
 class LoadFailure(RuntimeError):
@@ -138,8 +144,19 @@ def _ops(mix: str, queries: list[str], ids: list[str], uris: list[str]) -> list[
     return [(op, sources[op][i % len(sources[op])]) for i, op in enumerate(MIXED * (len(queries) // 3))]
 
 
-def _load(served: Served, args: argparse.Namespace, ops: list[tuple[str, str]], tmp: Path) -> dict[str, Any]:
-    """One round: `args.sessions` sessions in `args.procs` processes, all starting together."""
+Disturbance = Callable[[], dict[str, Any]]
+
+
+def _load(
+    served: Served,
+    args: argparse.Namespace,
+    ops: list[tuple[str, str]],
+    tmp: Path,
+    disturb: Disturbance | None = None,
+) -> dict[str, Any]:
+    """One round: `args.sessions` sessions in `args.procs` processes, all starting together; with
+    `disturb`, that runs a third of the way into the round, in a thread, and the figures add the
+    requests that started from then until it ended (or the round did)."""
     share = [args.sessions // args.procs + (i < args.sessions % args.procs) for i in range(args.procs)]
     workers = []
     for i, sessions in enumerate(s for s in share if s):
@@ -175,6 +192,19 @@ def _load(served: Served, args: argparse.Namespace, ops: list[tuple[str, str]], 
         assert worker.stdin is not None
         worker.stdin.write("go\n")
         worker.stdin.flush()
+    disturbance: dict[str, Any] = {}
+    disturber = None
+    if disturb is not None:
+
+        def run_disturbance() -> None:
+            # A benchmark's schedule, not a synchronization: the load runs meanwhile.
+            time.sleep(args.seconds / 3)
+            disturbance["start_s"] = time.perf_counter() - started
+            disturbance.update(disturb())
+            disturbance["end_s"] = time.perf_counter() - started
+
+        disturber = threading.Thread(target=run_disturbance, name="disturb")
+        disturber.start()
     outputs, client_cpu = [], 0.0
     for worker in workers:
         assert worker.stdout is not None
@@ -189,7 +219,66 @@ def _load(served: Served, args: argparse.Namespace, ops: list[tuple[str, str]], 
     served.sample_rss()
     results = [json.loads(out) for out in outputs]
     records = [r for result in results for r in result["records"]]
-    return _figures(records, results, wall, server_cpu, client_cpu, args.seconds)
+    figures = _figures(records, results, wall, server_cpu, client_cpu, args.seconds)
+    if disturber is not None:
+        disturber.join()
+        figures["disturbance"] = _window(disturbance, records)
+    return figures
+
+
+def _window(disturbance: dict[str, Any], records: list[list[Any]]) -> dict[str, Any]:
+    """The requests that started while the disturbance (and the server's work on it) went on: from
+    its start to its end, or to the end of the round if it ended first (the server is still
+    catching up after its own part ends)."""
+    start = disturbance["start_s"]
+    end = disturbance["end_s"] if disturbance.get("until_end") is False else float("inf")
+    times = [ms for _, ms, _, began in records if start <= began <= end]
+    cuts = statistics.quantiles(times, n=100, method="inclusive") if len(times) > 1 else times * 99
+    return {
+        **disturbance,
+        "window_requests": len(times),
+        "window_p50_ms": statistics.median(times) if times else None,
+        "window_p99_ms": cuts[98] if times else None,
+        "window_max_ms": max(times) if times else None,
+        "window_errors": sum(failed for _, _, failed, began in records if start <= began <= end),
+    }
+
+
+def _burst(root: Path, count: int) -> Disturbance:
+    """Append a line to `count` Markdown files as fast as they can be written (a checkout, a sed -i)."""
+
+    def burst() -> dict[str, Any]:
+        files = sorted(root.rglob("*.md"))[:count]
+        for path in files:
+            with path.open("a") as file:
+                file.write("\n\nEdited under load.\n")
+        return {"what": f"burst of {len(files)} edits", "files": len(files), "until_end": True}
+
+    return burst
+
+
+def _concurrent_index(root: Path, index_dir: Path, semantic: str) -> Disturbance:
+    """`kb index --rebuild` on the index kb serve is using: every file re-read and re-written by
+    another process, while the server answers."""
+
+    def index() -> dict[str, Any]:
+        began = time.perf_counter()
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "kb", "index", str(root), "--index-dir", str(index_dir)),
+                *("--rebuild", "--json", "--semantic", semantic),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        return {
+            "what": "concurrent kb index --rebuild",
+            "exit": done.returncode,
+            "index_s": time.perf_counter() - began,
+            "until_end": False,
+        }
+
+    return index
 
 
 def _figures(
@@ -200,12 +289,12 @@ def _figures(
     client_cpu: float,
     seconds: float,
 ) -> dict[str, Any]:
-    times = [ms for _, ms, _ in records]
+    times = [ms for _, ms, *_ in records]
     cuts = statistics.quantiles(times, n=100, method="inclusive") if len(times) > 1 else [times[0]] * 99
     loaded = max(result["wall_s"] for result in results)
     by_op = {}
-    for op in sorted({op for op, _, _ in records}):
-        mine = [ms for kind, ms, _ in records if kind == op]
+    for op in sorted({op for op, *_ in records}):
+        mine = [ms for kind, ms, *_ in records if kind == op]
         by_op[op] = {"requests": len(mine), "p50_ms": statistics.median(mine)}
     return {
         "requests": len(records),
@@ -213,7 +302,7 @@ def _figures(
         "p50_ms": statistics.median(times),
         "p99_ms": cuts[98],
         "max_ms": max(times),
-        "errors": sum(failed for _, _, failed in records),
+        "errors": sum(failed for _, _, failed, _ in records),
         "error_samples": [e for result in results for e in result["error_samples"]][:5],
         "timed_out": any(result["timed_out"] for result in results),
         "server_cpu_pct": 100 * server_cpu / wall,
@@ -256,7 +345,10 @@ def _summary(kb_rounds: list[dict[str, Any]], floor_rounds: list[dict[str, Any]]
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kb-http-load-") as tmp_name:
         tmp = Path(tmp_name)
-        root = args.corpus or _corpus.unpack(args.markdown_tar, tmp / "corpus")
+        if args.corpus:  # a copy: the burst edits files
+            root = Path(shutil.copytree(args.corpus, tmp / "corpus", symlinks=True))
+        else:
+            root = _corpus.unpack(args.markdown_tar, tmp / "corpus")
         index_dir = tmp / "index"
         queries = _corpus.queries(root, args.queries)
         indexed = subprocess.run(
@@ -304,6 +396,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         rounds.append(_load(served, args, ops, tmp))
                         print(f"  {mix} round {i + 1} {served.name}: {_line(rounds[-1])}", file=sys.stderr)
                 figures[mix] = _summary(kb_rounds, floor_rounds)
+            disturbances = {
+                "burst": _burst(root, args.burst_files),
+                "index": _concurrent_index(root, index_dir, args.semantic),
+            }
+            chosen = list(disturbances) if args.disturb == "both" else [args.disturb]
+            figures["disturbed"] = {}
+            for name in (n for n in chosen if n in disturbances):
+                ops = _ops("search", queries, sample["ids"], sample["uris"])
+                disturbed = _load(kb, args, ops, tmp, disturbances[name])
+                print(f"  disturbed ({name}) kb: {_line(disturbed)}", file=sys.stderr)
+                figures["disturbed"][name] = disturbed
             for served in servers:
                 figures[f"{served.name}_rss_mb"] = served.rss_mb
             return figures
@@ -360,6 +463,20 @@ def print_table(f: dict[str, Any]) -> None:
             f" p99 {ratio:.2f}x the floor's {_spread(m['rounds_p99_ratio'], '.2f')}"
             f" (goal <= 1.3x: {'met' if ratio <= 1.3 else 'not met'})"
         )
+    if f.get("disturbed"):
+        print(f"\nkb disturbed (search load; goal: p99 <= {DISTURBED_P99_GOAL_MS:.0f} ms, 0 errors)")
+    for r in f.get("disturbed", {}).values():
+        d = r["disturbance"]
+        extra = f", {d['index_s']:.1f} s, exit {d['exit']}" if "index_s" in d else ""
+        p99 = d["window_p99_ms"]
+        met = p99 is not None and p99 <= DISTURBED_P99_GOAL_MS and not d["window_errors"]
+        print(
+            f"  {d['what']} at {d['start_s']:.0f} s{extra}: whole round {r['rps']:.1f} req/s, "
+            f"p99 {r['p99_ms']:.0f} ms; while disturbed ({d['window_requests']} requests) "
+            f"p50 {d['window_p50_ms'] or 0:.1f} ms, p99 {p99 or 0:.0f} ms, "
+            f"max {d['window_max_ms'] or 0:.0f} ms, {d['window_errors']} errors"
+            f" ({'met' if met else 'not met'})"
+        )
     for name in ("kb", "floor"):
         rss = f[f"{name}_rss_mb"]
         print(f"  {name} RSS MB at each round's start and end: {_spread(rss, '.0f')}")
@@ -389,11 +506,20 @@ def main() -> None:
         default="off",
         help="kb's semantic search (off: the lexical engine, as measured before it existed) [off]",
     )
-    parser.add_argument("--quick", action="store_true", help="smoke test: 5 s rounds, 1 round, search only")
+    parser.add_argument(
+        "--disturb",
+        choices=("none", "burst", "index", "both"),
+        default="both",
+        help="after the rounds, a kb round disturbed by a burst of edits, a concurrent kb index, or both",
+    )
+    parser.add_argument("--burst-files", type=int, default=2000, help="files the burst edits (2000)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 5 s rounds, 1 round, search only, undisturbed"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.rounds, args.mix = 5, 1, "search"
+        args.seconds, args.rounds, args.mix, args.disturb = 5, 1, "search", "none"
     if not 1 <= args.sessions <= 200 or not 1 <= args.procs <= 16:
         parser.error("--sessions must be 1-200 and --procs 1-16")
     figures = run(args)
@@ -402,7 +528,9 @@ def main() -> None:
     else:
         print_table(figures)
     loads = [figures[mix] for mix in ("search", "mixed") if mix in figures]
-    bad = any(load[name]["errors"] for load in loads for name in ("kb", "floor"))
+    bad = any(load[name]["errors"] for load in loads for name in ("kb", "floor")) or any(
+        r["errors"] for r in figures.get("disturbed", {}).values()
+    )
     sys.exit(1 if bad else 0)
 
 
