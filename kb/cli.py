@@ -6,9 +6,11 @@ reads flags and environment into Settings, and turns KbError into a message and 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, get_args
@@ -197,6 +199,13 @@ def _parse_http(value: str) -> tuple[str, int]:
     help="Web address where the documents are also published; result urls become URL_BASE/path "
     "[env KB_URL_BASE].",
 )
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="With --http: server processes sharing the port and the index, 1 to 32; the first syncs and "
+    "watches, the others only read, and every request stands alone [env KB_WORKERS; default 1].",
+)
 @click.option("--no-watch", is_flag=True, help="Do not watch the folder for changes.")
 @click.option(
     "--rescan-seconds",
@@ -224,6 +233,7 @@ def serve_command(
     token: str | None,
     allow_origins: tuple[str, ...],
     url_base: str | None,
+    workers: int | None,
     no_watch: bool,
     rescan_seconds: float | None,
     jobs: int | None,
@@ -242,6 +252,7 @@ def serve_command(
         token=token,
         allow_origins=list(allow_origins) or None,
         url_base=url_base,
+        workers=workers,
         watch=False if no_watch else None,
         rescan_seconds=rescan_seconds,
         jobs=jobs,
@@ -257,6 +268,10 @@ def serve_command(
         # said here, in kb's one line and exit code, before any protocol traffic.
         Library.open(settings).close()
         if http is None and not sse:
+            if settings.workers > 1:
+                raise ConfigError(
+                    "--workers above 1 needs --http: over stdio one client talks to one process"
+                )
             stopped_by = server.run_stdio(settings)
             # A clean stop either way; Ctrl-C keeps the shell's convention (128 + SIGINT).
             ctx.exit(EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_OK)
@@ -264,9 +279,21 @@ def serve_command(
             from kb.server.http import run_http  # uvicorn and friends: only for HTTP
 
             host, port = _parse_http(http or "8000")
-            run_http(settings, host, port, sse=sse)
+            run_http(settings, host, port, sse=sse, replica_main=functools.partial(_serve_replica, settings))
     except KbError as exc:
         _fail(exc)
+
+
+def _serve_replica(settings: Settings, sock: socket.socket) -> None:
+    """A replica process of `kb serve --workers` (spawned): logs as its parent does, serves `sock`."""
+    _setup_logging(settings.debug, settings.log_format)
+    from kb.server.http import serve_replica
+
+    try:
+        serve_replica(settings, sock)
+    except KbError as exc:
+        logging.getLogger(__name__).error("replica stopped: %s", exc)
+        sys.exit(1)
 
 
 @cli.command("index")

@@ -45,6 +45,9 @@ class Settings(BaseModel):
         default=False, description="Index files with a second hard link (it may lead outside the root)"
     )
     watch: bool = True
+    # Over HTTP, processes sharing the listening socket and the index: the first syncs, watches and
+    # embeds; the others only read, following its commits.
+    workers: int = Field(default=1, ge=1, le=32, description="HTTP server processes over the one index")
     rescan_seconds: float = Field(default=600.0, ge=1, description="Interval of the stat-only safety rescan")
     lock_wait: float = Field(default=60.0, ge=0, description="Seconds to wait for the index writer lock")
     # Each commit makes new segments that Tantivy later merges: fewer commits, less work; more

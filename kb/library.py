@@ -1,9 +1,9 @@
 """The knowledge base without MCP: the open index, its startup sync and watcher, status, and every
 confined read.
 
-The CLI, the MCP server and a future read-only replica all go through a `Library`. Every path a
-client names passes `confine` at read time (the index may hold a path that has since become a link
-out of the root), and every read of a file goes through `sources.read_inside`.
+The CLI, the MCP server and its read-only replicas all go through a `Library`. Every path a client
+names passes `confine` at read time (the index may hold a path that has since become a link out of
+the root), and every read of a file goes through `sources.read_inside`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 OnSynced = Callable[[SyncReport | None], None]
 OnCommit = Callable[[SyncReport], None]
 
+# How often a replica looks for the writer's commits and vectors (a stat of the index's meta.json).
+FOLLOW_SECONDS = 0.5
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -56,9 +59,12 @@ class Reading:
 class Library:
     """One root's documents, as indexed in one index folder."""
 
-    def __init__(self, settings: Settings, index: SearchIndex) -> None:
+    def __init__(self, settings: Settings, index: SearchIndex, *, replica: bool = False) -> None:
         self.settings = settings
         self.index = index
+        # A replica only reads: another process (`kb serve --workers`' first) syncs, watches and
+        # embeds; this one follows its commits and vectors.
+        self.replica = replica
         self.synced = threading.Event()  # set once the startup sync has finished (or failed)
         self.watching = threading.Event()  # set once the watcher runs after it (if it is to run)
         self.last_sync: SyncReport | None = None
@@ -73,27 +79,38 @@ class Library:
         # the path to the first answer); it keeps `semantic`, the vectors and the encoder.
         self.embedder: Embedder | None = None
         self.semantic_error: str | None = None  # why the embedder could not be made
+        self._followed: Semantic | None = None  # a replica's vectors and encoder (it embeds nothing)
+        self._followed_coverage: float | None = 0.0
 
     @classmethod
-    def open(cls, settings: Settings, ranking: Ranking = DEFAULT_RANKING) -> Library:
-        """Open (or create) the index of `settings.root` in `settings.index_dir`.
+    def open(
+        cls, settings: Settings, ranking: Ranking = DEFAULT_RANKING, *, replica: bool = False
+    ) -> Library:
+        """Open (or create) the index of `settings.root` in `settings.index_dir`; a `replica` only
+        reads it, following another process's commits (`start`).
 
         Raises:
             ConfigError: the index folder cannot hold kb's index (`IndexMismatchError`: another root).
         """
-        return cls(settings, SearchIndex.open(settings.index_dir, settings.root, ranking=ranking))
+        index = SearchIndex.open(settings.index_dir, settings.root, ranking=ranking)
+        return cls(settings, index, replica=replica)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
     def start(self, on_synced: OnSynced | None = None, on_commit: OnCommit | None = None) -> None:
-        """Sync the folder in the background, then watch it (unless `settings.watch` is off).
+        """Sync the folder in the background, then watch it (unless `settings.watch` is off); a
+        replica instead follows the writer's commits.
 
-        `on_synced(report)` runs in the sync thread when the sync ends (`None` if it failed);
-        `on_commit(report)` runs in the watcher's thread after each commit it makes.
+        `on_synced(report)` runs in the sync thread when the sync ends (`None` if it failed, and for
+        a replica); `on_commit(report)` runs in the watcher's thread after each commit it makes (a
+        replica's: after each commit of the writer's it sees, the changes told by the files' stats).
         """
         # A plain thread: whoever asked (one client connection) may be gone before it ends.
         self._sync_thread = threading.Thread(
-            target=self._sync_then_watch, args=(on_synced, on_commit), name="kb-sync", daemon=True
+            target=self._follow if self.replica else self._sync_then_watch,
+            args=(on_synced, on_commit),
+            name="kb-follow" if self.replica else "kb-sync",
+            daemon=True,
         )
         self._sync_thread.start()
 
@@ -109,6 +126,8 @@ class Library:
             self.watcher.stop()
         if self.embedder is not None:
             self.embedder.stop()
+        if self._followed is not None:
+            self._followed.close()
         self.index.close()
 
     def _sync_then_watch(self, on_synced: OnSynced | None, on_commit: OnCommit | None) -> None:
@@ -149,6 +168,51 @@ class Library:
             logger.info("watching %s for changes", self.settings.root)
         self.watching.set()
 
+    def _follow(self, on_synced: OnSynced | None, on_commit: OnCommit | None) -> None:
+        """A replica's thread: take in the writer's commits and vectors as they land, until closed."""
+        if self.settings.semantic:
+            self._followed = self._follow_semantic()
+        self.synced.set()
+        if on_synced is not None:
+            on_synced(None)
+        generation, known = self.index.generation(), self.index.file_stats()
+        keys: set[int] | None = None
+        vectors = -1
+        while not self._stop.wait(FOLLOW_SECONDS):
+            try:
+                now = self.index.generation()
+                if now != generation:
+                    generation, keys = now, None
+                    self.index.reload()
+                    current = self.index.file_stats()
+                    report = _changes(self.settings, known, current)
+                    known = current
+                    if on_commit is not None and (
+                        report.added_paths or report.updated_paths or report.removed_paths
+                    ):
+                        on_commit(report)
+                semantic = self._followed
+                if semantic is not None:
+                    semantic.store.refresh()
+                    if keys is None or len(semantic.store) != vectors:
+                        keys = keys if keys is not None else self.index.vector_keys()
+                        vectors = len(semantic.store)
+                        self._followed_coverage = semantic.coverage(keys)
+            except Exception:  # the thread's top: the replica goes on answering from what it has
+                logger.exception("following the index's writer failed; trying again")
+
+    def _follow_semantic(self) -> Semantic | None:
+        try:
+            from kb.semantic import Semantic
+
+            semantic = Semantic(self.index.vectors_dir, self.settings.cache_dir, repair=False)
+            semantic.load(1)  # queries only: one thread encodes one in a few ms
+            return semantic
+        except Exception as exc:  # the thread's top: the replica answers by words only
+            self.semantic_error = f"{type(exc).__name__}: {exc}"
+            logger.warning("semantic search is unavailable here (%s); search stays lexical", exc)
+            return None
+
     def _committed(self, on_commit: OnCommit | None) -> OnCommit:
         def committed(report: SyncReport) -> None:
             if self.embedder is not None:
@@ -167,6 +231,7 @@ class Library:
         report, watcher = self.last_sync, self.watcher
         return {
             **self.index.stats().model_dump(mode="json"),
+            "process": {"role": "replica" if self.replica else "writer", "pid": os.getpid()},
             "syncing": self.syncing,
             "sync_error": self.sync_error,
             **(watcher.status() if watcher is not None else {"watcher": "off", "last_commit": None}),
@@ -187,6 +252,8 @@ class Library:
     @property
     def semantic(self) -> Semantic | None:
         """The vectors and the encoder, once the first sync is done (None when off)."""
+        if self.replica:
+            return self._followed
         return self.embedder.semantic if self.embedder is not None else None
 
     def _semantic_status(self) -> dict[str, Any]:
@@ -194,6 +261,12 @@ class Library:
             return {"state": "off"}
         if self.semantic_error is not None:
             return {"state": "unavailable", "error": self.semantic_error}
+        if self.replica:
+            followed, coverage = self._followed, self._followed_coverage
+            if followed is None:
+                return {"state": "loading", "vectors": None, "coverage": 0.0}
+            state = "ready" if coverage == 1.0 else "embedding"  # by the writer
+            return {"state": state, "vectors": len(followed.store), "coverage": coverage}
         semantic, embedder = self.semantic, self.embedder
         if semantic is None or embedder is None:
             return {"state": "loading", "vectors": None, "coverage": 0.0}
@@ -214,6 +287,8 @@ class Library:
         """The share of passages search finds by meaning too; None when semantic search is off here."""
         if not self.settings.semantic or self.semantic_error is not None:
             return None
+        if self.replica:
+            return self._followed_coverage
         return self.embedder.coverage if self.embedder is not None else 0.0
 
     # ---- reading -------------------------------------------------------------------------
@@ -425,6 +500,17 @@ class Library:
 
 
 FILTERS = ("path", "formats", "tags", "modified_after")
+
+
+def _changes(
+    settings: Settings, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> SyncReport:
+    """What another process's commits changed, told by the files' (size, mtime) before and after."""
+    report = SyncReport(root=str(settings.root), index_dir=str(settings.index_dir))
+    report.added_paths = sorted(after.keys() - before.keys())
+    report.removed_paths = sorted(before.keys() - after.keys())
+    report.updated_paths = sorted(path for path, stat in after.items() if before.get(path, stat) != stat)
+    return report
 
 
 def search(

@@ -8,6 +8,7 @@ sync, the last closes it. Handlers reach the library through the request context
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -52,9 +53,13 @@ def library_of(ctx: Context) -> Library:
 class KbRuntime:
     """Owns the library for one server, shared by all its connections."""
 
-    def __init__(self, settings: Settings, ranking: Ranking = DEFAULT_RANKING) -> None:
+    def __init__(
+        self, settings: Settings, ranking: Ranking = DEFAULT_RANKING, *, replica: bool = False
+    ) -> None:
+        """A `replica` serves an index that another process writes (see `Library.open`)."""
         self.settings = settings
         self.ranking = ranking
+        self.replica = replica
         self.bus = InMemorySubscriptionBus()  # 2026-07-28: subscriptions/listen streams
         self.sessions = SessionNotifier()  # 2025-11-25: sessions and their resources/subscribe
         self._library: Library | None = None
@@ -101,7 +106,9 @@ class KbRuntime:
                         await self._stop()
 
     async def _start(self) -> None:
-        library = await anyio.to_thread.run_sync(Library.open, self.settings, self.ranking)
+        library = await anyio.to_thread.run_sync(
+            functools.partial(Library.open, self.settings, self.ranking, replica=self.replica)
+        )
         self._library, self._synced = library, anyio.Event()
         token = anyio.lowlevel.current_token()
 

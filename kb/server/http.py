@@ -6,6 +6,7 @@ address (DNS rebinding), bounded request bodies, requests that must arrive in bo
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import hmac
 import ipaddress
@@ -29,7 +30,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from kb.config import Settings
 from kb.errors import ConfigError
-from kb.server import _sdk_compat, build_server
+from kb.server import _sdk_compat, _workers, build_server
+from kb.server._runtime import KbRuntime
+from kb.server._workers import ReplicaMain
 
 logger = logging.getLogger(__name__)
 
@@ -43,19 +46,48 @@ MAX_SESSIONS = 1000
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def run_http(settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, sse: bool = False) -> None:
+def run_http(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    sse: bool = False,
+    replica_main: ReplicaMain | None = None,
+) -> None:
     """Serve streamable HTTP at `/mcp` (or, with `sse`, the legacy SSE transport at `/sse`).
 
+    With `settings.workers` above 1, `replica_main(sock)` runs in that many processes less one,
+    spawned (see `_workers`; the CLI gives its entry point, which sets up their logs and calls
+    `serve_replica`), and every process serves statelessly.
+
     Raises:
-        ConfigError: binding a non-loopback address without a token, or the address is in use.
+        ConfigError: binding a non-loopback address without a token, the address is in use, or
+            several workers asked of SSE (or without their entry point).
     """
     check_http_settings(settings, host)
+    workers = settings.workers
+    if workers > 1 and (sse or replica_main is None):
+        raise ConfigError(
+            "--workers above 1 needs streamable HTTP (--http without --sse): an SSE session lives in "
+            "one process"
+        )
     try:
         sock = bind_socket(host, port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     with sock:
-        anyio.run(serve_http, settings, sock, sse)
+        if workers == 1 or replica_main is None:
+            anyio.run(serve_http, settings, sock, sse)
+            return
+        with _workers.replicas(sock, workers - 1, replica_main):
+            anyio.run(functools.partial(serve_http, settings, sock, stateless=True))
+
+
+def serve_replica(settings: Settings, sock: socket.socket) -> None:
+    """Serve `sock` statelessly from the index another process writes, until SIGINT or SIGTERM (or
+    that process is gone)."""
+    _workers.exit_with_parent()
+    anyio.run(functools.partial(serve_http, settings, sock, stateless=True, replica=True))
 
 
 def check_http_settings(settings: Settings, host: str) -> None:
@@ -94,14 +126,19 @@ async def serve_http(
     sse: bool = False,
     *,
     request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+    stateless: bool = False,
+    replica: bool = False,
 ) -> None:
     """Serve HTTP on an already listening socket until cancelled (or SIGINT/SIGTERM).
 
     A connection that has not delivered a whole request `request_timeout` seconds after it
-    became ready for one (opened, or its last response sent) is closed.
+    became ready for one (opened, or its last response sent) is closed. `stateless`: no 2025-era
+    session outlives its request; `replica`: the index is another process's to write.
     """
     host, port = sock.getsockname()[:2]
-    server = http_server(settings, sock, sse, request_timeout=request_timeout)
+    server = http_server(
+        settings, sock, sse, request_timeout=request_timeout, stateless=stateless, replica=replica
+    )
     logger.info(
         "serving MCP over %s at http://%s:%d%s",
         "SSE" if sse else "HTTP",
@@ -118,10 +155,13 @@ def http_server(
     sse: bool = False,
     *,
     request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+    stateless: bool = False,
+    replica: bool = False,
 ) -> uvicorn.Server:
     """The uvicorn server `serve_http` runs on `sock` (not started)."""
     host, port = sock.getsockname()[:2]
-    app = http_app(build_server(settings), settings, host, port, sse=sse)
+    server = build_server(settings, runtime=KbRuntime(settings, replica=replica))
+    app = http_app(server, settings, host, port, sse=sse, stateless=stateless)
     config = uvicorn.Config(
         app,
         http=h11_protocol_with_request_deadline(request_timeout),
@@ -141,10 +181,12 @@ def http_app(
     *,
     sse: bool = False,
     max_sessions: int = MAX_SESSIONS,
+    stateless: bool = False,
 ) -> ASGIApp:
     """The ASGI app: MCP behind Host/Origin checks, a body size bound and, with a token, bearer auth.
 
-    At most `max_sessions` 2025-era sessions stay open (`SessionCapMiddleware`).
+    At most `max_sessions` 2025-era sessions stay open (`SessionCapMiddleware`); `stateless`, none
+    outlives its request (any of several processes may answer the next one).
     """
     security = transport_security(settings, host, port)
     if sse:
@@ -158,8 +200,10 @@ def http_app(
             max_request_body_size=MAX_REQUEST_BODY_BYTES,
             max_sessions=2 * max_sessions,
             host=host,
+            stateless_http=stateless,
         )
-        app = SessionCapMiddleware(app, server.session_manager, max_sessions)
+        if not stateless:
+            app = SessionCapMiddleware(app, server.session_manager, max_sessions)
     app = WholeBodyMiddleware(app, MAX_REQUEST_BODY_BYTES)
     if _is_unspecified(host):
         app = OriginCheckMiddleware(app, port, settings.allow_origins)

@@ -1,0 +1,194 @@
+"""Several server processes over one index (`kb serve --http --workers N`): a replica library follows
+the writer's commits, and the processes answer any request, statelessly, on one port."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client
+from mcp_helpers import anyio_backend  # noqa: F401
+
+from kb import ingest
+from kb.config import Settings
+from kb.library import Library
+from kb.models import SyncReport
+
+TIMEOUT = 60  # a bound on waiting for a loaded 2-core machine, not a timing assertion
+
+
+@pytest.fixture
+def writer_and_replica(settings: Settings) -> Iterator[tuple[Library, Library]]:
+    writer = Library.open(settings.model_copy(update={"semantic": False}))
+    replica = Library.open(settings.model_copy(update={"semantic": False}), replica=True)
+    try:
+        yield writer, replica
+    finally:
+        replica.close()
+        writer.close()
+
+
+def test_a_replica_takes_in_the_writers_commits_and_tells_what_they_changed(writer_and_replica):
+    writer, replica = writer_and_replica
+    root = writer.settings.root
+    reports: list[SyncReport] = []
+    told = threading.Event()
+    replica.start(on_commit=lambda report: (reports.append(report), told.set()))
+    assert replica.synced.wait(TIMEOUT) and replica.search("zyzzyvaquux").results == []
+
+    (root / "new.md").write_text("# New\n\nA zyzzyvaquux note.\n")
+    (root / "notes.txt").write_text("Rewritten: the notes now speak of zyzzyvaquux things too.\n")
+    (root / "guide" / "install.md").unlink()
+    ingest.sync(writer.settings, writer.index)
+
+    assert told.wait(TIMEOUT)
+    assert reports[0].added_paths == ["new.md"]
+    assert reports[0].updated_paths == ["notes.txt"]
+    assert reports[0].removed_paths == ["guide/install.md"]
+    assert {hit.path for hit in replica.search("zyzzyvaquux").results} == {"new.md", "notes.txt"}
+    status = replica.status()
+    assert status["process"]["role"] == "replica" and status["watcher"] == "off"
+    assert status["documents"] == writer.status()["documents"]
+
+
+def test_a_replica_never_writes_the_index(writer_and_replica):
+    writer, replica = writer_and_replica
+    (writer.settings.root / "new.md").write_text("# New\n\nA qwertyzorbian.\n")
+    replica.start()
+    assert replica.synced.wait(TIMEOUT)
+    # The replica does not sync: the file stays unindexed until the writer's sync.
+    assert replica.search("qwertyzorbian").results == []
+    assert replica.last_sync is None and not replica.syncing
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve_workers(root: Path, tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "kb", "serve", str(root), "--index-dir", str(tmp_path / "index")),
+            *("--http", f"127.0.0.1:{port}", "--workers", "2", "--semantic", "off"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    with anyio.fail_after(TIMEOUT):
+        while True:  # polled: a server starting up
+            try:
+                await _process_and_hits(url, "auto", "install")
+                return
+            except Exception:
+                assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+                await anyio.sleep(0.1)
+
+
+async def _process_and_hits(url: str, mode: str, query: str) -> tuple[str, int, int]:
+    """Which process answered one client (its requests share a connection) and how many results it
+    found for `query`."""
+    async with Client(url, cache=None, mode=mode, read_timeout_seconds=30) as client:
+        status = json.loads((await client.read_resource("kb://status")).contents[0].text)
+        found = await client.call_tool("search", {"query": query})
+    assert not found.is_error
+    return status["process"]["role"], status["process"]["pid"], len(found.structured_content["results"])
+
+
+async def _until(
+    url: str, query: str, done: Callable[[set[tuple[str, int, int]]], bool]
+) -> set[tuple[str, int, int]]:
+    """Ask from many clients at once, both protocol eras, until `done(seen)` (bounded by TIMEOUT)."""
+    seen: set[tuple[str, int, int]] = set()
+    with anyio.fail_after(TIMEOUT):
+        while not done(seen):
+
+            async def ask(mode: str) -> None:
+                seen.add(await _process_and_hits(url, mode, query))
+
+            async with anyio.create_task_group() as tg:
+                for i in range(12):
+                    tg.start_soon(ask, "legacy" if i % 2 else "auto")
+    return seen
+
+
+@pytest.mark.anyio
+async def test_serve_with_workers_answers_from_every_process_and_each_follows_edits(sample_docs, tmp_path):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    process = _serve_workers(sample_docs, tmp_path, port)
+    try:
+        await _wait_ready(url, process)
+        seen = await _until(
+            url, "install", lambda seen: {role for role, _, _ in seen} == {"writer", "replica"}
+        )
+        assert all(hits > 0 for _, _, hits in seen)
+        pids = {pid for _, pid, _ in seen}
+        assert len(pids) == 2 and process.pid in pids
+
+        (sample_docs / "guide" / "install.md").write_text("# Install\n\nNow with a quokkaesque step.\n")
+        # Every process finds the edit: the writer indexes it, the replica takes in its commit.
+        seen = await _until(
+            url,
+            "quokkaesque",
+            lambda seen: {role for role, _, hits in seen if hits} == {"writer", "replica"},
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 128 + signal.SIGTERM, err.decode()[-2000:]  # as one process ends
+    assert out == b""
+    for pid in pids - {process.pid}:  # the replicas were stopped with the writer
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.mark.anyio
+async def test_a_replica_stops_when_the_writer_is_killed(sample_docs, tmp_path):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    process = _serve_workers(sample_docs, tmp_path, port)
+    try:
+        await _wait_ready(url, process)
+        seen = await _until(url, "install", lambda seen: "replica" in {role for role, _, _ in seen})
+        replica = next(pid for role, pid, _ in seen if role == "replica")
+        exited = os.pidfd_open(replica)  # readable once the replica has exited
+    finally:
+        process.kill()
+        process.communicate(timeout=TIMEOUT)
+    try:
+        readable, _, _ = select.select([exited], [], [], TIMEOUT)
+        assert readable, "a replica outlived its writer"
+    finally:
+        os.close(exited)
+
+
+@pytest.mark.parametrize("transport", [[], ["--sse", "--http", "0"]])
+def test_several_workers_need_streamable_http(sample_docs, tmp_path, transport):
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "kb", "serve", str(sample_docs), "--index-dir", str(tmp_path / "index")),
+            *transport,
+            *("--workers", "2"),
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 2
+    assert b"--workers" in done.stderr and done.stdout == b""
