@@ -266,12 +266,10 @@ def serve_command(
     try:
         # Whatever keeps the index from opening (another root, a damaged or unwritable folder) is
         # said here, in kb's one line and exit code, before any protocol traffic.
+        if http is None and not sse and settings.workers > 1:
+            raise ConfigError("--workers above 1 needs --http: over stdio one client talks to one process")
         Library.open(settings).close()
         if http is None and not sse:
-            if settings.workers > 1:
-                raise ConfigError(
-                    "--workers above 1 needs --http: over stdio one client talks to one process"
-                )
             stopped_by = server.run_stdio(settings)
             # A clean stop either way; Ctrl-C keeps the shell's convention (128 + SIGINT).
             ctx.exit(EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_OK)
