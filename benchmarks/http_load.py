@@ -3,6 +3,7 @@
 python benchmarks/http_load.py [--seconds 60] [--sessions 20] [--procs 2] [--rounds 3]
                                [--mix search|mixed|both] [--protocol auto|legacy]
                                [--disturb none|burst|index|both] [--burst-files 2000]
+                               [--scale 1,2,3]
                                [--corpus DIR | --markdown-tar PATH] [--quick] [--json]
 
 `kb serve DIR --http` and the floor (`_floor.py --http`: the same SDK answering kb's own canned results)
@@ -10,6 +11,7 @@ run side by side on loopback for the whole run; each round loads one of them, th
 order alternating), with the same sessions of the official client (`_http_worker.py`, in `--procs`
 processes of their own). Then, with `--disturb`, one more kb round of searches for each disturbance:
 a burst of edits to `--burst-files` files, or a concurrent `kb index --rebuild`, a third of the way in.
+With `--scale`, one more round of searches against `kb serve --workers N` for each N given.
 """
 
 from __future__ import annotations
@@ -407,6 +409,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 disturbed = _load(kb, args, ops, tmp, disturbances[name])
                 print(f"  disturbed ({name}) kb: {_line(disturbed)}", file=sys.stderr)
                 figures["disturbed"][name] = disturbed
+            figures["scaling"] = _scaling(args, root, index_dir, queries, sample, tmp)
             for served in servers:
                 figures[f"{served.name}_rss_mb"] = served.rss_mb
             return figures
@@ -419,6 +422,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     served.proc.kill()
                     served.proc.wait()
                 served.log.close()
+
+
+def _scaling(
+    args: argparse.Namespace,
+    root: Path,
+    index_dir: Path,
+    queries: list[str],
+    sample: dict[str, Any],
+    tmp: Path,
+) -> list[dict[str, Any]]:
+    """One round of searches against `kb serve --workers N` for each N of `--scale`, each started
+    afresh on the same index (one worker serves 2025-era sessions statefully, several statelessly:
+    the official client negotiates 2026-07-28, stateless either way)."""
+    rounds = []
+    ops = _ops("search", queries, sample["ids"], sample["uris"])
+    for workers in args.scale:
+        port = _free_port()
+        cmd = [
+            *(sys.executable, "-m", "kb", "serve", str(root), "--index-dir", str(index_dir)),
+            *("--semantic", args.semantic, "--http", f"127.0.0.1:{port}", "--workers", str(workers)),
+        ]
+        served = _start(f"kb --workers {workers}", [*cmd, *args.kb_arg], port)
+        try:
+            anyio.run(_wait_ready, served)
+            figures = _load(served, args, ops, tmp)
+        finally:
+            served.proc.terminate()
+            served.proc.wait(timeout=30)
+            served.log.close()
+        # The replicas' CPU is not in the writer's /proc figures: only requests/s and latency compare.
+        print(f"  scaling, {workers} worker(s): {_line(figures)}", file=sys.stderr)
+        rounds.append({"workers": workers, **figures})
+    return rounds
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -477,6 +513,14 @@ def print_table(f: dict[str, Any]) -> None:
             f"max {d['window_max_ms'] or 0:.0f} ms, {d['window_errors']} errors"
             f" ({'met' if met else 'not met'})"
         )
+    if f.get("scaling"):
+        print("\nkb --workers N (search load; requests/s, latency; the server CPU is the first process's)")
+        one = f["scaling"][0]["rps"]
+        for r in f["scaling"]:
+            print(
+                f"  {r['workers']:2} worker(s): {r['rps']:7.1f} req/s ({r['rps'] / one:.2f}x the first)"
+                f"  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}"
+            )
     for name in ("kb", "floor"):
         rss = f[f"{name}_rss_mb"]
         print(f"  {name} RSS MB at each round's start and end: {_spread(rss, '.0f')}")
@@ -514,6 +558,12 @@ def main() -> None:
     )
     parser.add_argument("--burst-files", type=int, default=2000, help="files the burst edits (2000)")
     parser.add_argument(
+        "--scale",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        default=[],
+        help="comma-separated worker counts: a round against kb serve --workers N for each (e.g. 1,2,3)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke test: 5 s rounds, 1 round, search only, undisturbed"
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -528,8 +578,10 @@ def main() -> None:
     else:
         print_table(figures)
     loads = [figures[mix] for mix in ("search", "mixed") if mix in figures]
-    bad = any(load[name]["errors"] for load in loads for name in ("kb", "floor")) or any(
-        r["errors"] for r in figures.get("disturbed", {}).values()
+    bad = (
+        any(load[name]["errors"] for load in loads for name in ("kb", "floor"))
+        or any(r["errors"] for r in figures.get("disturbed", {}).values())
+        or any(r["errors"] for r in figures.get("scaling", []))
     )
     sys.exit(1 if bad else 0)
 
