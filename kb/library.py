@@ -81,6 +81,8 @@ class Library:
         self.semantic_error: str | None = None  # why the embedder could not be made
         self._followed: Semantic | None = None  # a replica's vectors and encoder (it embeds nothing)
         self._followed_coverage: float | None = 0.0
+        self._covered_vectors = -1  # how many vectors it had when the coverage was last reckoned
+        self.took_in = threading.Event()  # set whenever a replica takes in the writer's work
 
     @classmethod
     def open(
@@ -172,12 +174,11 @@ class Library:
         """A replica's thread: take in the writer's commits and vectors as they land, until closed."""
         if self.settings.semantic:
             self._followed = self._follow_semantic()
+        generation, known = self.index.generation(), self.index.file_stats()
+        keys = self._take_in_vectors(None)
         self.synced.set()
         if on_synced is not None:
             on_synced(None)
-        generation, known = self.index.generation(), self.index.file_stats()
-        keys: set[int] | None = None
-        vectors = -1
         while not self._stop.wait(FOLLOW_SECONDS):
             try:
                 now = self.index.generation()
@@ -187,19 +188,27 @@ class Library:
                     current = self.index.file_stats()
                     report = _changes(self.settings, known, current)
                     known = current
-                    if on_commit is not None and (
-                        report.added_paths or report.updated_paths or report.removed_paths
-                    ):
+                    changed = report.added_paths or report.updated_paths or report.removed_paths
+                    if on_commit is not None and changed:
                         on_commit(report)
-                semantic = self._followed
-                if semantic is not None:
-                    semantic.store.refresh()
-                    if keys is None or len(semantic.store) != vectors:
-                        keys = keys if keys is not None else self.index.vector_keys()
-                        vectors = len(semantic.store)
-                        self._followed_coverage = semantic.coverage(keys)
+                    self.took_in.set()
+                keys = self._take_in_vectors(keys)
             except Exception:  # the thread's top: the replica goes on answering from what it has
                 logger.exception("following the index's writer failed; trying again")
+
+    def _take_in_vectors(self, keys: set[int] | None) -> set[int] | None:
+        """A replica's step: the vectors the writer stored since, and the coverage they give. `keys`
+        are every passage's vector key as of the last commit seen (None: read them); returned."""
+        semantic = self._followed
+        if semantic is None:
+            return keys
+        semantic.store.refresh()
+        if keys is None or len(semantic.store) != self._covered_vectors:
+            keys = self.index.vector_keys() if keys is None else keys
+            self._covered_vectors = len(semantic.store)
+            self._followed_coverage = semantic.coverage(keys)
+            self.took_in.set()
+        return keys
 
     def _follow_semantic(self) -> Semantic | None:
         try:

@@ -18,6 +18,8 @@ import anyio
 import pytest
 from mcp import Client
 from mcp_helpers import anyio_backend  # noqa: F401
+from test_cli import kb
+from test_semantic import QUESTION, indexed, write
 
 from kb import ingest
 from kb.config import Settings
@@ -69,6 +71,34 @@ def test_a_replica_never_writes_the_index(writer_and_replica):
     # The replica does not sync: the file stays unindexed until the writer's sync.
     assert replica.search("qwertyzorbian").results == []
     assert replica.last_sync is None and not replica.syncing
+
+
+def test_a_replica_finds_by_meaning_with_the_vectors_the_writer_makes(tmp_path):
+    settings = indexed(tmp_path)  # `kb index`, which embedded every passage
+    replica = Library.open(settings, replica=True)
+    try:
+        replica.start()
+        assert replica.synced.wait(TIMEOUT)
+        assert replica.search(QUESTION).results[0].path == "kitchen/bread.md"
+        assert replica.semantic_coverage == 1.0 and replica.status()["semantic"]["state"] == "ready"
+
+        write(
+            settings.root, {"garden/bees.md": "# Bees\n\nThe hive swarms in spring when the queen leaves.\n"}
+        )
+        # Another writer (`kb index`) indexes the new page, then embeds it: the replica takes in the
+        # commit, then the vector, and finds the page by meaning.
+        run = kb("index", settings.root, "--index-dir", settings.index_dir, "--semantic", "on")
+        assert run.exit_code == 0, run.output
+        for _ in range(100):  # each round waits for the replica to take in more of the writer's work
+            replica.took_in.clear()
+            found = replica.search("when do insects leave their colony", limit=1).results
+            if found and found[0].path == "garden/bees.md" and replica.semantic_coverage == 1.0:
+                break
+            assert replica.took_in.wait(TIMEOUT), "the replica took in nothing more"
+        assert found and found[0].path == "garden/bees.md"
+        assert replica.semantic_coverage == 1.0
+    finally:
+        replica.close()
 
 
 def _free_port() -> int:
