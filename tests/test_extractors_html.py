@@ -137,11 +137,13 @@ def test_html_comment_left_open_at_the_end_hides_the_rest_quickly() -> None:
 
 
 def _best_of_three(data: bytes) -> float:
+    """The least CPU time of this thread to extract `data`: other processes on a busy machine take
+    wall time from it, not this thread's CPU time."""
     best = float("inf")
     for _ in range(3):
-        started = time.perf_counter()
+        started = time.thread_time()
         extract_html("hostile.html", data)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.thread_time() - started)
     return best
 
 
