@@ -140,42 +140,52 @@ def one_slot_per_passage(
     hits with its `passage_key`, and those whose sketch agrees with its own on `NEAR_BANDS` bands."""
     addresses = [address for _, address in hits]
     keys = searcher.fast_field_values("content", addresses)
-    bands = _bands([searcher.fast_field_values(field, addresses) for field in SKETCH_FIELDS])
+    linked = _linked_bands([searcher.fast_field_values(field, addresses) for field in SKETCH_FIELDS])
     slots: list[tuple[float, tantivy.DocAddress]] = []
     copies: list[list[tantivy.DocAddress]] = []
     slot_of: dict[int, int] = {}
     near: dict[int, list[int]] = {}  # for each band value (tagged with its band), the slots that have it
-    for (score, address), value, its_bands in zip(hits, keys, bands, strict=True):
+    for i, ((score, address), value) in enumerate(zip(hits, keys, strict=True)):
         key = int(value or 0)
         slot = slot_of.get(key) if key else None
-        if slot is None and its_bands:
-            slot = _near_slot(its_bands, near)
+        bands = linked.get(i)
+        if slot is None and bands:
+            slot = _near_slot(bands, near)
         if slot is not None:
             copies[slot].append(address)
             continue
         slot = len(slots)
         if key:
             slot_of[key] = slot
-        for band in its_bands:
-            near.setdefault(band, []).append(slot)
+        if bands:
+            for band in bands:
+                near.setdefault(band, []).append(slot)
         slots.append((score, address))
         copies.append([])
     return slots, copies
 
 
 _SHIFTS = np.array([BAND_BITS * (_PER_FIELD - 1 - place) for place in range(_PER_FIELD)], dtype=np.uint64)
+_TAGS = np.arange(BANDS, dtype=np.uint64) << np.uint64(BAND_BITS)
 
 
-def _bands(fields: Sequence[Sequence[object]]) -> list[list[int]]:
-    """Each hit's bands, each tagged with its band's number so one dict holds them all; none for
-    a hit without a sketch. Vectorized: this runs for every hit a search scans."""
+def _linked_bands(fields: Sequence[Sequence[object]]) -> dict[int, list[int]]:
+    """For each hit that shares `NEAR_BANDS` of its bands with other hits (only such a hit can be
+    a near copy of another), those bands, each tagged with its band's number so one dict holds
+    them all. Vectorized, so that the many hits with no such band cost no Python steps."""
     if not fields or not fields[0]:
-        return []
+        return {}
     packed = np.array(fields, dtype=np.int64).view(np.uint64).T  # a row per hit, a column per field
-    split = (packed[:, :, None] >> _SHIFTS) & np.uint64((1 << BAND_BITS) - 1)
-    tagged = split.reshape(len(packed), BANDS) | (np.arange(BANDS, dtype=np.uint64) << np.uint64(BAND_BITS))
-    has_sketch: list[bool] = packed.any(axis=1).tolist()  # type: ignore[assignment]  # numpy's stub
-    return [row if sketched else [] for row, sketched in zip(tagged.tolist(), has_sketch, strict=True)]
+    tagged = ((packed[:, :, None] >> _SHIFTS) & np.uint64((1 << BAND_BITS) - 1)).reshape(len(packed), BANDS)
+    tagged |= _TAGS
+    sketched = np.flatnonzero(packed.any(axis=1))
+    ordered = np.sort(tagged[sketched], axis=None)
+    if not (ordered[1:] == ordered[:-1]).any():  # most searches: no two hits share a band
+        return {}
+    _, where, counts = np.unique(tagged[sketched], return_inverse=True, return_counts=True)
+    shared = counts[where.reshape(len(sketched), BANDS)] > 1
+    rows = np.flatnonzero(shared.sum(axis=1) >= NEAR_BANDS)
+    return {int(sketched[row]): tagged[sketched[row]][shared[row]].tolist() for row in rows}
 
 
 def _near_slot(bands: list[int], near: dict[int, list[int]]) -> int | None:
