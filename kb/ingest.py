@@ -21,7 +21,7 @@ from pathlib import Path
 from kb.config import Settings
 from kb.errors import ExtractionError, PathRefusedError, RootMissingError
 from kb.extractors import extract, extractor_modules
-from kb.index import IndexBatch, SearchIndex, passage_keys
+from kb.index import IndexBatch, PassageKeys, SearchIndex, passage_keys
 from kb.models import RENDERED_FORMATS, Document, FileProblem, ManifestEntry, SkippedFile, SyncReport
 from kb.sources import NOT_FOUND, SourceFile, read_inside, walk
 
@@ -46,7 +46,7 @@ class Loaded:
 
     sha256: str = ""
     document: Document | None = None  # None when the content matched the known hash, or on error
-    keys: list[int] | None = None  # the document's `passage_keys`, computed here rather than in the writer
+    keys: list[PassageKeys] | None = None  # its `passage_keys`, computed here rather than in the writer
     error: str | None = None
     refused: str | None = None  # why the file may not be read after all (it changed since the walk)
 

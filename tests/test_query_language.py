@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from kb.config import Settings
@@ -64,28 +62,3 @@ def test_accents_fold_both_ways(index: SearchIndex, query: str, found: str) -> N
 
 def test_a_hyphenated_word_is_not_a_negation(index: SearchIndex) -> None:
     assert "rust.md" in paths(index, "borrow-checker rust")
-
-
-COPIES = {
-    "book/src/ch01.md": "# Ownership\n\nEvery value in Rust has a single owner, and the value is dropped "
-    "when its owner goes out of scope (version 1.80).\n",
-    "book/nostarch/ch01.md": "# Ownership\n\nEvery value in Rust has a single owner; and the value is "
-    "dropped when its owner goes out of scope (version 1.81).\n",
-    "other.md": "# Borrowing\n\nA value may be borrowed while its owner keeps it; the owner stays.\n",
-}
-
-
-def test_copies_of_one_passage_take_one_slot_and_are_named(tmp_path: Path) -> None:
-    root = tmp_path / "docs"
-    for name, text in COPIES.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    settings = Settings(root=root, index_dir=tmp_path / "idx", jobs=1)
-    index = SearchIndex.open(settings.index_dir, settings.root)
-    sync(settings, index)
-    found = index.search("value owner scope")
-    assert [hit.path for hit in found.results][1:] == ["other.md"]
-    first = found.results[0]
-    assert {first.path, *first.copies} == {"book/src/ch01.md", "book/nostarch/ch01.md"}
-    every = index.search("value owner scope", all_passages=True)
-    assert {hit.path for hit in every.results} == set(COPIES)

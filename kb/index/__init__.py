@@ -7,7 +7,8 @@ from kb.index._batch import IndexBatch
 from kb.index._index import SearchIndex
 from kb.index._lock import HOLDER_FILE, pid_alive
 from kb.index._query import DEFAULT_RANKING, MAX_QUERY_CHARS, Ranking
-from kb.index._schema import SCHEMA_VERSION, passage_keys
+from kb.index._copies import PassageKeys, passage_keys
+from kb.index._schema import SCHEMA_VERSION
 
 __all__ = [
     "DEFAULT_RANKING",
@@ -15,6 +16,7 @@ __all__ = [
     "MAX_QUERY_CHARS",
     "SCHEMA_VERSION",
     "IndexBatch",
+    "PassageKeys",
     "Ranking",
     "SearchIndex",
     "passage_keys",

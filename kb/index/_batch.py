@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 import tantivy
 
+from kb.index._copies import PassageKeys
 from kb.index._schema import file_record, file_record_query, section_records
 from kb.models import Document, ManifestEntry
 
@@ -19,7 +20,7 @@ class IndexBatch:
         self._reload = reload
         self.pending = 0
 
-    def put(self, doc: Document, entry: ManifestEntry, keys: Sequence[int] | None = None) -> None:
+    def put(self, doc: Document, entry: ManifestEntry, keys: Sequence[PassageKeys] | None = None) -> None:
         """Replace everything stored for `doc.path` with this document and its manifest record;
         `keys` are the document's `passage_keys`, if they were computed ahead."""
         self._writer.delete_documents_by_term("path", doc.path)

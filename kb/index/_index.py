@@ -24,6 +24,7 @@ import tantivy
 from kb.errors import DocumentNotFoundError
 from kb.index import _lock
 from kb.index._batch import IndexBatch
+from kb.index._copies import one_slot_per_passage
 from kb.index._folder import VECTORS_FOLDER, open_folder
 from kb.index._query import DEFAULT_RANKING, QueryPlan, Ranking, plan_query, prefix_regex
 from kb.index._results import SNIPPET_CHARS, hit
@@ -447,7 +448,7 @@ class SearchIndex:
             nums = searcher.fast_field_values("doc_num", [address for _, address in result.hits])
             for (score, address), num in zip(result.hits, nums, strict=True):
                 best.setdefault(int(num or 0), (score, address))
-            slots, copies = _one_slot_per_passage(searcher, list(best.values()))
+            slots, copies = one_slot_per_passage(searcher, list(best.values()))
             exhausted = len(result.hits) < scan
             if len(slots) >= wanted or exhausted or scan >= MAX_HITS_SCANNED:
                 # When the scan was cut short there are at least this many, maybe more.
@@ -545,7 +546,7 @@ class SearchIndex:
             lexical_too = _count(searcher.search(both, limit=1, count=True))
             ranked = fused + later
             return ranked, max(total + len(meaning) - lexical_too, len(ranked)), [[] for _ in ranked]
-        slots, copies = _one_slot_per_passage(searcher, fused + later)
+        slots, copies = one_slot_per_passage(searcher, fused + later)
         known = {_place(address): others for (_, address), others in zip(hits, lexical_copies, strict=True)}
         for (_, address), others in zip(slots, copies, strict=True):
             named = {_place(c) for c in others}
@@ -556,26 +557,6 @@ class SearchIndex:
 
 def _place(address: tantivy.DocAddress) -> tuple[int, int]:
     return (address.segment_ord, address.doc)
-
-
-def _one_slot_per_passage(
-    searcher: tantivy.Searcher, hits: list[tuple[float, tantivy.DocAddress]]
-) -> tuple[list[tuple[float, tantivy.DocAddress]], list[list[tantivy.DocAddress]]]:
-    """`hits` (best first) with each passage's copies folded into its best-ranked instance."""
-    keys = searcher.fast_field_values("content", [address for _, address in hits])
-    slots: list[tuple[float, tantivy.DocAddress]] = []
-    copies: list[list[tantivy.DocAddress]] = []
-    slot_of: dict[int, int] = {}
-    for (score, address), value in zip(hits, keys, strict=True):
-        key = int(value or 0)
-        if key and key in slot_of:
-            copies[slot_of[key]].append(address)
-            continue
-        if key:
-            slot_of[key] = len(slots)
-        slots.append((score, address))
-        copies.append([])
-    return slots, copies
 
 
 def _count(result: tantivy.SearchResult) -> int:

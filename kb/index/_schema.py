@@ -7,14 +7,14 @@ manifest that lets a sync skip unchanged files), both keyed by the document's pa
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 
 import tantivy
 
+from kb.index._copies import SKETCH_FIELDS, PassageKeys, passage_keys
 from kb.models import Document, ManifestEntry, Section
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Title, heading and body: words lowercased, accents folded ('café' is 'cafe', 'straße' is 'strasse')
 # and English stems. Tantivy keeps no analyzer in the index, so every opening registers it.
 TEXT_TOKENIZER = "kb_text"
@@ -55,9 +55,13 @@ def build_schema() -> tantivy.Schema:
     # A number per document, so search can group hits by document from a fast field instead of
     # loading each hit's stored fields (~30 µs a hit).
     sb.add_integer_field("doc_num", fast=True)
-    # The same for a passage's words (see `passage_key`), so copies of one passage in several
+    # The same for a passage's words (see `_copies.passage_key`), so copies of one passage in several
     # documents (a book's two trees, one page per product version) take one result slot.
     sb.add_integer_field("content", fast=True)
+    # A fingerprint of the passage's word sequences (see `_copies.passage_sketch`), so near copies
+    # (a version's edits, a renamed product) take one slot too.
+    for field in SKETCH_FIELDS:
+        sb.add_integer_field(field, fast=True)
     # Which vector the passage needs (see `vector_key`): indexed to find a vector's passages, fast to
     # list the keys without loading records.
     sb.add_integer_field("vector_key", indexed=True, fast=True)
@@ -74,27 +78,6 @@ def doc_num(path: str) -> int:
     return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-COPY_MIN_WORDS = 8  # shorter passages ("See also", "TODO") are alike by chance, not copies
-_LETTERS = re.compile(r"[^\W\d_]+")
-
-
-# For ASCII text, the same words as `_LETTERS` finds (its letters are A-Z and a-z), lowercased,
-# at a third of the cost: every other byte becomes a space.
-_ASCII_WORDS = bytes((c | 32) if 65 <= c <= 90 or 97 <= c <= 122 else 32 for c in range(256))
-
-
-def passage_key(text: str) -> int:
-    """A number shared by passages with the same words in the same order, whatever their case,
-    spacing, punctuation and numbers (versions and dates differ between copies); 0 for a short one."""
-    if text.isascii():
-        words = text.encode().translate(_ASCII_WORDS).split()
-    else:
-        words = [word.encode() for word in _LETTERS.findall(text.lower())]
-    if len(words) < COPY_MIN_WORDS:
-        return 0
-    return int.from_bytes(hashlib.blake2b(b" ".join(words), digest_size=8).digest(), "big", signed=True)
-
-
 EMBEDDED_CHARS = 1_500  # the encoder reads ~128 word pieces; more text would only cost tokenizing
 
 
@@ -109,14 +92,8 @@ def vector_key(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def passage_keys(doc: Document) -> list[int]:
-    """`passage_key` of each section of `doc`, in order: what `IndexBatch.put` would compute, for a
-    caller that has spare processors to compute it on (an extraction worker)."""
-    return [passage_key(section.text) for section in doc.sections]
-
-
 def section_records(
-    doc: Document, entry: ManifestEntry, keys: Sequence[int] | None = None
+    doc: Document, entry: ManifestEntry, keys: Sequence[PassageKeys] | None = None
 ) -> list[tantivy.Document]:
     """One record per section of `doc`, in order; `keys` are its `passage_keys` if known."""
     mtime = entry.mtime_ns // 1_000_000_000
@@ -134,7 +111,8 @@ def section_records(
             format=doc.format,
             ordinal=ordinal,
             doc_num=num,
-            content=key,
+            content=key.exact,
+            **dict(zip(SKETCH_FIELDS, key.near, strict=True)),
             vector_key=vector_key(passage_text(doc.title, section.heading or "", section.text)),
             mtime=mtime,
         )
