@@ -107,7 +107,8 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, roo
         timeout=timeout,
         on_timeout=lambda _task: _stopped(timeout),
         on_crash=lambda _task: _crashed(),
-        preload=extractor_modules({source.format for source, _ in todo}),
+        # numpy: every passage written gets its near-copy sketch (see `kb.index.passage_keys`).
+        preload=(*extractor_modules({source.format for source, _ in todo}), "numpy"),
         batch=settings.extract_batch,
         batch_weight=BATCH_MAX_BYTES,
         weigh=lambda task: weights[task[1]],

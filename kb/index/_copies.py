@@ -9,16 +9,21 @@ in a dict and never compares pairs of hits.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import struct
 import zlib
+from collections import Counter
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
 import tantivy
 
 from kb.models import Document
+
+if TYPE_CHECKING:
+    import numpy as np
 
 COPY_MIN_WORDS = 8  # shorter passages ("See also", "TODO") are alike by chance, not copies
 _LETTERS = re.compile(r"[^\W\d_]+")
@@ -62,13 +67,26 @@ BAND_BITS = 16
 NEAR_BANDS = 2
 SKETCH_FIELDS = ("sketch_a", "sketch_b")  # the bands, packed four to a 64-bit field
 _PER_FIELD = 64 // BAND_BITS
-_U64 = (1 << 64) - 1
-_SEEDS = np.array(
-    [int.from_bytes(hashlib.blake2b(bytes([i]), digest_size=8).digest(), "little") for i in range(BANDS * ROWS)],
-    dtype=np.uint64,
-)
-# Odd multipliers that make a 3-gram's number depend on its words' order, and a band's on its rows'.
-_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93], dtype=np.uint64)
+
+
+@functools.cache
+def _hashing() -> tuple[Any, Any, Any]:
+    """numpy and the sketch's hash constants, made on first use: only writing a passage needs them,
+    and importing numpy would add to every command's start (kb search, a no-change kb index)."""
+    import numpy as np
+
+    seeds = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(bytes([i]), digest_size=8).digest(), "little")
+            for i in range(BANDS * ROWS)
+        ],
+        dtype=np.uint64,
+    )
+    # Odd multipliers that make a 3-gram's number depend on its words' order, and a band's on its rows'.
+    multipliers = np.array(
+        [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93], dtype=np.uint64
+    )
+    return np, seeds, multipliers
 
 
 def passage_sketch(text: str, *, min_shingles: int = NEAR_MIN_SHINGLES) -> tuple[int, ...]:
@@ -81,13 +99,14 @@ def _sketch(words: list[bytes], min_shingles: int = NEAR_MIN_SHINGLES) -> tuple[
     none = (0,) * len(SKETCH_FIELDS)
     if len(words) < min_shingles + 2:
         return none
+    np, seeds, multipliers = _hashing()
     # CRC-32 is stable across processes (unlike `hash`) and cheap; the mixing below spreads it.
     hashed = np.fromiter(map(zlib.crc32, words), dtype=np.uint64, count=len(words))
-    grams = np.unique(_mix(hashed[:-2] * _MULTIPLIERS[0] + hashed[1:-1] * _MULTIPLIERS[1] + hashed[2:]))
+    grams = np.unique(_mix(hashed[:-2] * multipliers[0] + hashed[1:-1] * multipliers[1] + hashed[2:]))
     if len(grams) < min_shingles:
         return none
-    minima = _mix(grams[:, None] ^ _SEEDS[None, :]).min(axis=0).reshape(BANDS, ROWS)
-    bands = _mix((minima * _MULTIPLIERS[:ROWS]).sum(axis=1, dtype=np.uint64)) >> np.uint64(64 - BAND_BITS)
+    minima = _mix(grams[:, None] ^ seeds[None, :]).min(axis=0).reshape(BANDS, ROWS)
+    bands = _mix((minima * multipliers[:ROWS]).sum(axis=1, dtype=np.uint64)) >> np.uint64(64 - BAND_BITS)
     packed = []
     for field in range(len(SKETCH_FIELDS)):
         value = 0
@@ -99,6 +118,7 @@ def _sketch(words: list[bytes], min_shingles: int = NEAR_MIN_SHINGLES) -> tuple[
 
 def _mix(values: np.ndarray) -> np.ndarray:
     """SplitMix64's finalizer: numbers that differ in a few bits come out differing in half."""
+    np = _hashing()[0]
     values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return values ^ (values >> np.uint64(31))
@@ -165,27 +185,30 @@ def one_slot_per_passage(
     return slots, copies
 
 
-_SHIFTS = np.array([BAND_BITS * (_PER_FIELD - 1 - place) for place in range(_PER_FIELD)], dtype=np.uint64)
-_TAGS = np.arange(BANDS, dtype=np.uint64) << np.uint64(BAND_BITS)
+_BANDS_OF = struct.Struct(">" + "H" * _PER_FIELD)  # one packed field's bands, first band first
 
 
 def _linked_bands(fields: Sequence[Sequence[object]]) -> dict[int, list[int]]:
     """For each hit that shares `NEAR_BANDS` of its bands with other hits (only such a hit can be
     a near copy of another), those bands, each tagged with its band's number so one dict holds
-    them all. Vectorized, so that the many hits with no such band cost no Python steps."""
-    if not fields or not fields[0]:
+    them all. Most searches have no two hits sharing a band, and stop at the first count."""
+    tagged: dict[int, list[int]] = {}
+    for i, values in enumerate(zip(*fields, strict=True)):
+        if not any(values):
+            continue
+        bands: list[int] = []
+        for value in values:
+            bands.extend(_BANDS_OF.unpack(int(value or 0).to_bytes(8, "big", signed=True)))
+        tagged[i] = [band | number << BAND_BITS for number, band in enumerate(bands)]
+    counts = Counter(band for bands in tagged.values() for band in bands)
+    if len(counts) == sum(counts.values()):
         return {}
-    packed = np.array(fields, dtype=np.int64).view(np.uint64).T  # a row per hit, a column per field
-    tagged = ((packed[:, :, None] >> _SHIFTS) & np.uint64((1 << BAND_BITS) - 1)).reshape(len(packed), BANDS)
-    tagged |= _TAGS
-    sketched = np.flatnonzero(packed.any(axis=1))
-    ordered = np.sort(tagged[sketched], axis=None)
-    if not (ordered[1:] == ordered[:-1]).any():  # most searches: no two hits share a band
-        return {}
-    _, where, counts = np.unique(tagged[sketched], return_inverse=True, return_counts=True)
-    shared = counts[where.reshape(len(sketched), BANDS)] > 1
-    rows = np.flatnonzero(shared.sum(axis=1) >= NEAR_BANDS)
-    return {int(sketched[row]): tagged[sketched[row]][shared[row]].tolist() for row in rows}
+    linked = {}
+    for i, bands in tagged.items():
+        shared = [band for band in bands if counts[band] > 1]
+        if len(shared) >= NEAR_BANDS:
+            linked[i] = shared
+    return linked
 
 
 def _near_slot(bands: list[int], near: dict[int, list[int]]) -> int | None:
