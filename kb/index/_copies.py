@@ -185,29 +185,23 @@ def one_slot_per_passage(
     return slots, copies
 
 
-_BANDS_OF = struct.Struct(">" + "H" * _PER_FIELD)  # one packed field's bands, first band first
-
-
 def _linked_bands(fields: Sequence[Sequence[object]]) -> dict[int, list[int]]:
     """For each hit that shares `NEAR_BANDS` of its bands with other hits (only such a hit can be
     a near copy of another), those bands, each tagged with its band's number so one dict holds
-    them all. Most searches have no two hits sharing a band, and stop at the first count."""
-    tagged: dict[int, list[int]] = {}
-    for i, values in enumerate(zip(*fields, strict=True)):
-        if not any(values):
-            continue
-        bands: list[int] = []
-        for value in values:
-            bands.extend(_BANDS_OF.unpack(int(value or 0).to_bytes(8, "big", signed=True)))
-        tagged[i] = [band | number << BAND_BITS for number, band in enumerate(bands)]
-    counts = Counter(band for bands in tagged.values() for band in bands)
-    if len(counts) == sum(counts.values()):
-        return {}
+    them all."""
+    values = [int(value or 0) for packed in zip(*fields, strict=True) for value in packed]
+    # Every hit's bands in one unpacking (each field holds its bands first band first), BANDS a hit.
+    bands = struct.unpack(f">{len(values) * _PER_FIELD}H", struct.pack(f">{len(values)}q", *values))
+    tagged = [band | (place % BANDS) << BAND_BITS for place, band in enumerate(bands)]
+    per_hit = len(SKETCH_FIELDS)
+    sketched = [i for i in range(len(values) // per_hit) if any(values[i * per_hit : (i + 1) * per_hit])]
+    counts = Counter(band for i in sketched for band in tagged[i * BANDS : (i + 1) * BANDS])
+    repeated = {band for band, n in counts.items() if n > 1}
     linked = {}
-    for i, bands in tagged.items():
-        shared = [band for band in bands if counts[band] > 1]
+    for i in sketched if repeated else ():
+        shared = repeated.intersection(tagged[i * BANDS : (i + 1) * BANDS])
         if len(shared) >= NEAR_BANDS:
-            linked[i] = shared
+            linked[i] = list(shared)
     return linked
 
 
