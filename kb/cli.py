@@ -24,6 +24,7 @@ from kb.errors import ConfigError, IndexLockedError, KbError, QueryError
 
 if TYPE_CHECKING:
     from kb.models import SearchResults, SyncReport
+    from kb.server._workers import Flag
 
 logger = logging.getLogger("kb")
 
@@ -282,13 +283,13 @@ def serve_command(
         _fail(exc)
 
 
-def _serve_replica(settings: Settings, sock: socket.socket) -> None:
+def _serve_replica(settings: Settings, sock: socket.socket, writer_synced: Flag) -> None:
     """A replica process of `kb serve --workers` (spawned): logs as its parent does, serves `sock`."""
     _setup_logging(settings.debug, settings.log_format)
     from kb.server.http import serve_replica
 
     try:
-        serve_replica(settings, sock)
+        serve_replica(settings, sock, writer_synced)
     except KbError as exc:
         logging.getLogger(__name__).error("replica stopped: %s", exc)
         sys.exit(1)

@@ -59,12 +59,20 @@ class Reading:
 class Library:
     """One root's documents, as indexed in one index folder."""
 
-    def __init__(self, settings: Settings, index: SearchIndex, *, replica: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        index: SearchIndex,
+        *,
+        replica: bool = False,
+        writer_synced: Callable[[], bool] | None = None,
+    ) -> None:
         self.settings = settings
         self.index = index
         # A replica only reads: another process (`kb serve --workers`' first) syncs, watches and
-        # embeds; this one follows its commits and vectors.
+        # embeds; this one follows its commits and vectors, and is syncing until `writer_synced()`.
         self.replica = replica
+        self._writer_synced = writer_synced
         self.synced = threading.Event()  # set once the startup sync has finished (or failed)
         self.watching = threading.Event()  # set once the watcher runs after it (if it is to run)
         self.last_sync: SyncReport | None = None
@@ -86,16 +94,22 @@ class Library:
 
     @classmethod
     def open(
-        cls, settings: Settings, ranking: Ranking = DEFAULT_RANKING, *, replica: bool = False
+        cls,
+        settings: Settings,
+        ranking: Ranking = DEFAULT_RANKING,
+        *,
+        replica: bool = False,
+        writer_synced: Callable[[], bool] | None = None,
     ) -> Library:
         """Open (or create) the index of `settings.root` in `settings.index_dir`; a `replica` only
-        reads it, following another process's commits (`start`).
+        reads it, following another process's commits (`start`), and counts as syncing until
+        `writer_synced()` says that process's startup sync is done (None: it is).
 
         Raises:
             ConfigError: the index folder cannot hold kb's index (`IndexMismatchError`: another root).
         """
         index = SearchIndex.open(settings.index_dir, settings.root, ranking=ranking)
-        return cls(settings, index, replica=replica)
+        return cls(settings, index, replica=replica, writer_synced=writer_synced)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -176,10 +190,13 @@ class Library:
             self._followed = self._follow_semantic()
         generation, known = self.index.generation(), self.index.file_stats()
         keys = self._take_in_vectors(None)
-        self.synced.set()
-        if on_synced is not None:
-            on_synced(None)
-        while not self._stop.wait(FOLLOW_SECONDS):
+        while True:
+            if not self.synced.is_set() and (self._writer_synced is None or self._writer_synced()):
+                self.synced.set()
+                if on_synced is not None:
+                    on_synced(None)
+            if self._stop.wait(FOLLOW_SECONDS):
+                return
             try:
                 now = self.index.generation()
                 if now != generation:

@@ -63,6 +63,19 @@ def test_a_replica_takes_in_the_writers_commits_and_tells_what_they_changed(writ
     assert status["documents"] == writer.status()["documents"]
 
 
+def test_a_replica_says_it_is_syncing_until_the_writer_has_synced(writer_and_replica):
+    _, replica = writer_and_replica
+    writer_synced = threading.Event()
+    replica = Library.open(replica.settings, replica=True, writer_synced=writer_synced.is_set)
+    try:
+        replica.start()
+        assert replica.syncing and replica.status()["syncing"]
+        writer_synced.set()
+        assert replica.synced.wait(TIMEOUT) and not replica.status()["syncing"]
+    finally:
+        replica.close()
+
+
 def test_a_replica_never_writes_the_index(writer_and_replica):
     writer, replica = writer_and_replica
     (writer.settings.root / "new.md").write_text("# New\n\nA qwertyzorbian.\n")
@@ -130,26 +143,32 @@ async def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
                 await anyio.sleep(0.1)
 
 
-async def _process_and_hits(url: str, mode: str, query: str) -> tuple[str, int, int]:
+Answer = tuple[str, int, int]  # the role and pid of the process that answered, and its results
+
+
+async def _process_and_hits(url: str, mode: str, query: str) -> Answer | None:
     """Which process answered one client (its requests share a connection) and how many results it
-    found for `query`."""
+    found for `query`; None while that process says its index is still being built."""
     async with Client(url, cache=None, mode=mode, read_timeout_seconds=30) as client:
         status = json.loads((await client.read_resource("kb://status")).contents[0].text)
         found = await client.call_tool("search", {"query": query})
     assert not found.is_error
+    if found.structured_content.get("indexing"):
+        assert status["syncing"]
+        return None
     return status["process"]["role"], status["process"]["pid"], len(found.structured_content["results"])
 
 
-async def _until(
-    url: str, query: str, done: Callable[[set[tuple[str, int, int]]], bool]
-) -> set[tuple[str, int, int]]:
-    """Ask from many clients at once, both protocol eras, until `done(seen)` (bounded by TIMEOUT)."""
-    seen: set[tuple[str, int, int]] = set()
+async def _until(url: str, query: str, done: Callable[[set[Answer]], bool]) -> set[Answer]:
+    """Ask from many clients at once, both protocol eras, until `done(seen)` (bounded by TIMEOUT);
+    answers given while the index was being built are left out."""
+    seen: set[Answer] = set()
     with anyio.fail_after(TIMEOUT):
         while not done(seen):
 
             async def ask(mode: str) -> None:
-                seen.add(await _process_and_hits(url, mode, query))
+                if (answer := await _process_and_hits(url, mode, query)) is not None:
+                    seen.add(answer)
 
             async with anyio.create_task_group() as tg:
                 for i in range(12):

@@ -54,12 +54,21 @@ class KbRuntime:
     """Owns the library for one server, shared by all its connections."""
 
     def __init__(
-        self, settings: Settings, ranking: Ranking = DEFAULT_RANKING, *, replica: bool = False
+        self,
+        settings: Settings,
+        ranking: Ranking = DEFAULT_RANKING,
+        *,
+        replica: bool = False,
+        writer_synced: Callable[[], bool] | None = None,
+        on_synced: Callable[[], None] | None = None,
     ) -> None:
-        """A `replica` serves an index that another process writes (see `Library.open`)."""
+        """A `replica` serves an index that another process writes, whose startup sync is done once
+        `writer_synced()` (see `Library.open`); `on_synced()` is told when this one's is."""
         self.settings = settings
         self.ranking = ranking
         self.replica = replica
+        self._writer_synced = writer_synced
+        self._on_synced = on_synced
         self.bus = InMemorySubscriptionBus()  # 2026-07-28: subscriptions/listen streams
         self.sessions = SessionNotifier()  # 2025-11-25: sessions and their resources/subscribe
         self._library: Library | None = None
@@ -107,12 +116,20 @@ class KbRuntime:
 
     async def _start(self) -> None:
         library = await anyio.to_thread.run_sync(
-            functools.partial(Library.open, self.settings, self.ranking, replica=self.replica)
+            functools.partial(
+                Library.open,
+                self.settings,
+                self.ranking,
+                replica=self.replica,
+                writer_synced=self._writer_synced,
+            )
         )
         self._library, self._synced = library, anyio.Event()
         token = anyio.lowlevel.current_token()
 
         def synced(report: SyncReport | None) -> None:
+            if self._on_synced is not None:
+                self._on_synced()
             self._on_loop(token, self._sync_finished, report)
 
         def committed(report: SyncReport) -> None:

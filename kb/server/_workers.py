@@ -17,33 +17,45 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
 STOP_SECONDS = 10.0  # a replica's graceful stop (uvicorn finishing its requests), then a kill
 PARENT_CHECK_SECONDS = 1.0
 
-ReplicaMain = Callable[[socket.socket], None]
+
+class Flag(Protocol):
+    """A flag shared between processes (a `multiprocessing` event)."""
+
+    def set(self) -> None: ...
+    def is_set(self) -> bool: ...
+
+
+ReplicaMain = Callable[[socket.socket, Flag], None]
 
 
 @contextlib.contextmanager
-def replicas(sock: socket.socket, count: int, main: ReplicaMain) -> Iterator[list[BaseProcess]]:
-    """`count` processes running `main(sock)`, stopped (SIGTERM, then SIGKILL) when the block ends,
-    also when this process is told to stop by a SIGTERM (it then exits 143, as it would have)."""
+def replicas(sock: socket.socket, count: int, main: ReplicaMain) -> Iterator[Flag]:
+    """`count` processes running `main(sock, writer_synced)`, stopped (SIGTERM, then SIGKILL) when
+    the block ends, also when this process is told to stop by a SIGTERM (it then exits 143, as it
+    would have). The block is given `writer_synced`, to set once this process's startup sync is
+    done: until then a replica answers as the writer does during it, saying the index is incomplete."""
     # uvicorn stops on SIGTERM, then raises it again with the handler it found: SIG_DFL would end
     # this process there, before its replicas are stopped.
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     # Spawned, not forked: the parent holds threads and Tantivy's state, which a fork would copy.
     context = multiprocessing.get_context("spawn")
+    synced = context.Event()
     processes: list[BaseProcess] = [
-        context.Process(target=main, args=(sock,), name=f"kb-replica-{i + 1}", daemon=True)
+        context.Process(target=main, args=(sock, synced), name=f"kb-replica-{i + 1}", daemon=True)
         for i in range(count)
     ]
     try:
         for process in processes:
             process.start()
         logger.info("serving from %d processes: this one writes, %d replicas read", count + 1, count)
-        yield processes
+        yield synced
     finally:
         for process in processes:
             if process.is_alive():

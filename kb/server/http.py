@@ -56,9 +56,9 @@ def run_http(
 ) -> None:
     """Serve streamable HTTP at `/mcp` (or, with `sse`, the legacy SSE transport at `/sse`).
 
-    With `settings.workers` above 1, `replica_main(sock)` runs in that many processes less one,
-    spawned (see `_workers`; the CLI gives its entry point, which sets up their logs and calls
-    `serve_replica`), and every process serves statelessly.
+    With `settings.workers` above 1, `replica_main(sock, writer_synced)` runs in that many processes
+    less one, spawned (see `_workers`; the CLI gives its entry point, which sets up their logs and
+    calls `serve_replica`), and every process serves statelessly.
 
     Raises:
         ConfigError: binding a non-loopback address without a token, the address is in use, or
@@ -79,15 +79,17 @@ def run_http(
         if workers == 1 or replica_main is None:
             anyio.run(serve_http, settings, sock, sse)
             return
-        with _workers.replicas(sock, workers - 1, replica_main):
-            anyio.run(functools.partial(serve_http, settings, sock, stateless=True))
+        with _workers.replicas(sock, workers - 1, replica_main) as synced:
+            runtime = KbRuntime(settings, on_synced=synced.set)
+            anyio.run(functools.partial(serve_http, settings, sock, runtime=runtime, stateless=True))
 
 
-def serve_replica(settings: Settings, sock: socket.socket) -> None:
+def serve_replica(settings: Settings, sock: socket.socket, writer_synced: _workers.Flag) -> None:
     """Serve `sock` statelessly from the index another process writes, until SIGINT or SIGTERM (or
-    that process is gone)."""
+    that process is gone); `writer_synced` is set once that process's startup sync is done."""
     _workers.exit_with_parent()
-    anyio.run(functools.partial(serve_http, settings, sock, stateless=True, replica=True))
+    runtime = KbRuntime(settings, replica=True, writer_synced=writer_synced.is_set)
+    anyio.run(functools.partial(serve_http, settings, sock, runtime=runtime, stateless=True))
 
 
 def check_http_settings(settings: Settings, host: str) -> None:
@@ -126,18 +128,18 @@ async def serve_http(
     sse: bool = False,
     *,
     request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+    runtime: KbRuntime | None = None,
     stateless: bool = False,
-    replica: bool = False,
 ) -> None:
     """Serve HTTP on an already listening socket until cancelled (or SIGINT/SIGTERM).
 
     A connection that has not delivered a whole request `request_timeout` seconds after it
-    became ready for one (opened, or its last response sent) is closed. `stateless`: no 2025-era
-    session outlives its request; `replica`: the index is another process's to write.
+    became ready for one (opened, or its last response sent) is closed. `runtime`: the server's
+    (a replica's, say); `stateless`: no 2025-era session outlives its request.
     """
     host, port = sock.getsockname()[:2]
     server = http_server(
-        settings, sock, sse, request_timeout=request_timeout, stateless=stateless, replica=replica
+        settings, sock, sse, request_timeout=request_timeout, runtime=runtime, stateless=stateless
     )
     logger.info(
         "serving MCP over %s at http://%s:%d%s",
@@ -155,12 +157,12 @@ def http_server(
     sse: bool = False,
     *,
     request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+    runtime: KbRuntime | None = None,
     stateless: bool = False,
-    replica: bool = False,
 ) -> uvicorn.Server:
     """The uvicorn server `serve_http` runs on `sock` (not started)."""
     host, port = sock.getsockname()[:2]
-    server = build_server(settings, runtime=KbRuntime(settings, replica=replica))
+    server = build_server(settings, runtime=runtime)
     app = http_app(server, settings, host, port, sse=sse, stateless=stateless)
     config = uvicorn.Config(
         app,
