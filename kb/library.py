@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from kb import ingest, sources
 from kb.config import Settings
 from kb.errors import DocumentNotFoundError, ExtractionError, KbError, NotIndexedYetError, PathRefusedError
 from kb.extractors import decode, extract, format_for
-from kb.index import DEFAULT_RANKING, Ranking, SearchIndex
+from kb.index import DEFAULT_RANKING, Nearest, Ranking, SearchIndex
 from kb.models import (
     RENDERED_FORMATS,
     DocId,
@@ -548,16 +548,16 @@ def search(
     Raises:
         QueryError: a filter is malformed.
     """
-    nearest: Callable[[], list[tuple[int, float]]] | None = None
+    nearest: Nearest | None = None
     if semantic is not None and semantic.encoder is not None:
         count = index.ranking.vector_candidates
         if any(options.get(name) for name in FILTERS):
-            count *= 10  # the filters will keep only some of them
+            count *= 10  # the filters will keep only some of them (unless they are all ranked)
         pending = semantic.nearest_soon(query, count)
 
-        def nearest_keys() -> list[tuple[int, float]]:
+        def nearest_keys(among: Collection[int] | None) -> list[tuple[int, float]]:
             try:
-                return pending()
+                return pending(among)
             except Exception:  # the words' ranking stands on its own
                 logger.exception("search by meaning failed for %r; searching by words only", query[:80])
                 return []

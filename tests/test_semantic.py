@@ -23,7 +23,7 @@ from mcp_helpers import anyio_backend  # noqa: F401
 from test_cli import kb
 
 from kb.config import Settings
-from kb.index import SearchIndex
+from kb.index import Ranking, SearchIndex
 from kb.library import Library, embed_missing
 from kb.models import SyncReport
 from kb.semantic import Semantic
@@ -287,3 +287,23 @@ def test_kb_status_reads_a_damaged_vector_file_without_removing_it(tmp_path: Pat
     assert run.exit_code == 0, run.output
     assert json.loads(run.stdout)["semantic_coverage"] == 0.0
     assert segment.exists()  # a command that reads repairs nothing; kb index will
+
+
+def test_a_narrow_filter_ranks_all_its_passages_by_meaning(tmp_path: Path) -> None:
+    # Thirty loaves elsewhere are nearer the question than the kitchen's page: the nearest passages
+    # of all (ten per candidate when filtered) hold none of the kitchen's, but a filter this narrow
+    # has its own passages ranked by meaning.
+    loaves = {
+        f"bakery/loaf{i}.md": f"# Loaf {i}\n\nKeep loaf number {i} in the stove for {20 + i} minutes.\n"
+        for i in range(30)
+    }
+    settings = indexed(tmp_path, {**TOPICS, **loaves})
+    library = Library.open(settings, Ranking(vector_candidates=1))
+    library.start()
+    try:
+        assert library.synced.wait(60)
+        assert library.embedder is not None and library.embedder.idle.wait(120)
+        assert [h.path for h in library.search(QUESTION, path="kitchen/").results] == ["kitchen/bread.md"]
+        assert library.search(QUESTION, path="garage/").results == []  # near enough to nothing there
+    finally:
+        library.close()

@@ -4,7 +4,7 @@ Nothing above it sees a Tantivy type, so another engine could stand behind the s
 """
 
 from kb.index._batch import IndexBatch
-from kb.index._index import SearchIndex
+from kb.index._index import Nearest, SearchIndex
 from kb.index._lock import HOLDER_FILE, pid_alive
 from kb.index._query import DEFAULT_RANKING, MAX_QUERY_CHARS, Ranking
 from kb.index._copies import PassageKeys, passage_keys
@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_RANKING",
     "HOLDER_FILE",
     "MAX_QUERY_CHARS",
+    "Nearest",
     "SCHEMA_VERSION",
     "IndexBatch",
     "PassageKeys",

@@ -15,7 +15,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,6 +52,13 @@ logger = logging.getLogger(__name__)
 MAX_HITS_SCANNED = 5000
 MAX_COPIES_NAMED = 5
 MAX_PREFIX_QUERY = 64
+# A filter that lets at most this many passages through has them all ranked by meaning; past it,
+# the nearest of all passages (ten times as many as unfiltered) are filtered.
+MAX_RANKED_BY_MEANING = 5000
+
+# The vector keys nearest the query in meaning, best first, with their similarity: of every passage,
+# or of `among` only.
+Nearest = Callable[[Collection[int] | None], list[tuple[int, float]]]
 
 
 class SearchIndex:
@@ -338,14 +345,15 @@ class SearchIndex:
         tags: list[str] | None = None,
         modified_after: datetime | None = None,
         all_passages: bool = False,
-        nearest: Callable[[], list[tuple[int, float]]] | None = None,
+        nearest: Nearest | None = None,
     ) -> SearchResults:
         """Rank passages for `query`; by default each document appears once, with its best passage.
 
-        `nearest()` gives the vector keys (see `passages`) most like the query in meaning, best
-        first: for a query of plain words, their passages are fused with the lexical ranking
-        (filters apply to both). It is called once the lexical side is done, so that the query's
-        encoding can run meanwhile.
+        `nearest(among)` gives the vector keys (see `passages`) most like the query in meaning, best
+        first, of all or only `among` those keys: for a query of plain words, their passages are
+        fused with the lexical ranking (filters apply to both: when they let few passages through,
+        those are all ranked by meaning, else the nearest of all are filtered). It is called once
+        the lexical side is done, so that the query's encoding can run meanwhile.
 
         Raises:
             QueryError: a filter is malformed (the query text itself never fails: it falls back to
@@ -366,7 +374,12 @@ class SearchIndex:
         meaning = None
         if nearest is not None and plan.natural:
             by_words = plan  # the plans derived from it (feedback, near spellings) lose its filters
-            meaning = lambda: self._by_meaning(searcher, by_words, nearest(), all_passages)  # noqa: E731
+            filtered = bool(path or formats or tags or modified_after)
+
+            def meaning() -> list[tantivy.DocAddress]:
+                among = self._filtered_keys(searcher, by_words) if filtered else None
+                return self._by_meaning(searcher, by_words, nearest(among), all_passages)
+
         try:
             return self._run(searcher, plan, query, limit, offset, all_passages, meaning)
         except ValueError:
@@ -458,6 +471,16 @@ class SearchIndex:
                 head = next((i for i, (_, a) in enumerate(slots) if _place(a) not in within), len(slots))
                 return slots, total, copies, head
             scan = min(scan * 4, MAX_HITS_SCANNED)
+
+    def _filtered_keys(self, searcher: tantivy.Searcher, plan: QueryPlan) -> list[int] | None:
+        """The vector keys of the passages the filters let through, if few enough to rank them all
+        by meaning (None: so many that the nearest of all passages hold enough of them)."""
+        passing = plan.restrict(tantivy.Query.all_query())
+        count = _count(searcher.search(passing, limit=1, count=True))
+        if count > MAX_RANKED_BY_MEANING:
+            return None
+        addresses = [address for _, address in searcher.search(passing, limit=max(count, 1), count=False).hits]
+        return list({int(key or 0) for key in searcher.fast_field_values("vector_key", addresses)})
 
     def _by_meaning(
         self,

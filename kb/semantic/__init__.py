@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -64,30 +64,50 @@ class Semantic:
             self.encoder = _shared_encoder(self._cache_dir, max(1, threads))
         return self.encoder
 
-    def nearest_soon(self, query: str, count: int) -> Callable[[], list[tuple[int, float]]]:
-        """`nearest`, started now in another thread: the query's encoding (a few ms) runs while the
-        caller does its lexical search; call the result for the keys."""
+    def nearest_soon(
+        self, query: str, count: int
+    ) -> Callable[[Collection[int] | None], list[tuple[int, float]]]:
+        """`nearest`, its query's encoding (a few ms) started now in another thread while the caller
+        does its lexical search; call the result (with `among`, if any) for the keys."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-query")
-        return self._pool.submit(self.nearest, query, count).result
+        encoding = self._pool.submit(self._vector, query)
+
+        def ranked(among: Collection[int] | None) -> list[tuple[int, float]]:
+            return self._ranked(encoding.result(), count, among)
+
+        return ranked
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 
-    def nearest(self, query: str, count: int) -> list[tuple[int, float]]:
-        """The vector keys nearest to `query` in meaning, best first, that are near enough to be about
-        it ([] until the encoder is loaded)."""
+    def nearest(
+        self, query: str, count: int, among: Collection[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """The vector keys nearest to `query` in meaning (of `among` only, if given), best first,
+        that are near enough to be about it ([] until the encoder is loaded)."""
+        return self._ranked(self._vector(query), count, among)
+
+    def _vector(self, query: str) -> np.ndarray | None:
         if self.encoder is None:
-            return []
+            return None
         vector = self._queries.pop(query, None)
         if vector is None:
             vector = self.encoder.query(query)
         self._queries[query] = vector
         while len(self._queries) > QUERIES_KEPT:
             self._queries.popitem(last=False)
+        return vector
+
+    def _ranked(
+        self, vector: np.ndarray | None, count: int, among: Collection[int] | None
+    ) -> list[tuple[int, float]]:
+        if vector is None:
+            return []
         self.store.refresh(wait=False)  # a merge under way must not hold up the search
-        return [(key, score) for key, score in self.store.nearest(vector, count) if score >= MIN_SIMILARITY]
+        nearest = self.store.nearest(vector, count, among)
+        return [(key, score) for key, score in nearest if score >= MIN_SIMILARITY]
 
     def embed(
         self,

@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +63,18 @@ class VectorStore:
         row = self._row
         return list(dict.fromkeys(k for k in keys if k not in row))
 
-    def nearest(self, query: np.ndarray, limit: int) -> list[tuple[int, float]]:
-        """The keys of the `limit` vectors most like `query` (cosine), best first."""
+    def nearest(
+        self, query: np.ndarray, limit: int, among: Collection[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """The keys of the `limit` vectors most like `query` (cosine), best first; of `among` only,
+        if given."""
         keys, matrix = self._data
+        if among is not None:
+            row = self._row  # may already be newer than `_data`: each row is checked against its key
+            found = [(r, k) for k in among if (r := row.get(k)) is not None and r < len(keys)]
+            rows = np.array([r for r, _ in found], dtype=np.int64)
+            rows = rows[keys[rows] == np.array([k for _, k in found], dtype=np.int64)]
+            keys, matrix = keys[rows], matrix[rows]
         if not len(keys):
             return []
         scores = matrix @ query
