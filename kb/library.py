@@ -21,6 +21,7 @@ from kb import ingest, sources
 from kb.config import Settings
 from kb.errors import DocumentNotFoundError, ExtractionError, KbError, NotIndexedYetError, PathRefusedError
 from kb.extractors import decode, extract, format_for
+from kb.follower import Follower
 from kb.index import DEFAULT_RANKING, Nearest, Ranking, SearchIndex
 from kb.models import (
     RENDERED_FORMATS,
@@ -71,7 +72,7 @@ class Library:
         self.index = index
         # A replica only reads: another process (`kb serve --workers`' first) syncs, watches and
         # embeds; this one follows its commits and vectors, and is syncing until `writer_synced()`.
-        self.replica = replica
+        self.follower = Follower(settings, index) if replica else None
         self._writer_synced = writer_synced
         self.synced = threading.Event()  # set once the startup sync has finished (or failed)
         self.watching = threading.Event()  # set once the watcher runs after it (if it is to run)
@@ -87,10 +88,6 @@ class Library:
         # the path to the first answer); it keeps `semantic`, the vectors and the encoder.
         self.embedder: Embedder | None = None
         self.semantic_error: str | None = None  # why the embedder could not be made
-        self._followed: Semantic | None = None  # a replica's vectors and encoder (it embeds nothing)
-        self._followed_coverage: float | None = 0.0
-        self._covered_vectors = -1  # how many vectors it had when the coverage was last reckoned
-        self.took_in = threading.Event()  # set whenever a replica takes in the writer's work
 
     @classmethod
     def open(
@@ -123,9 +120,9 @@ class Library:
         """
         # A plain thread: whoever asked (one client connection) may be gone before it ends.
         self._sync_thread = threading.Thread(
-            target=self._follow if self.replica else self._sync_then_watch,
+            target=self._sync_then_watch if self.follower is None else self._follow,
             args=(on_synced, on_commit),
-            name="kb-follow" if self.replica else "kb-sync",
+            name="kb-sync" if self.follower is None else "kb-follow",
             daemon=True,
         )
         self._sync_thread.start()
@@ -142,8 +139,8 @@ class Library:
             self.watcher.stop()
         if self.embedder is not None:
             self.embedder.stop()
-        if self._followed is not None:
-            self._followed.close()
+        if self.follower is not None:
+            self.follower.close()
         self.index.close()
 
     def _sync_then_watch(self, on_synced: OnSynced | None, on_commit: OnCommit | None) -> None:
@@ -186,58 +183,22 @@ class Library:
 
     def _follow(self, on_synced: OnSynced | None, on_commit: OnCommit | None) -> None:
         """A replica's thread: take in the writer's commits and vectors as they land, until closed."""
+        follower = self.follower
+        assert follower is not None
         if self.settings.semantic:
-            self._followed = self._follow_semantic()
-        generation, known = self.index.generation(), self.index.file_stats()
-        keys = self._take_in_vectors(None)
+            follower.load_semantic()
         while True:
+            try:
+                if (report := follower.step()) is not None and on_commit is not None:
+                    on_commit(report)
+            except Exception:  # the thread's top: the replica goes on answering from what it has
+                logger.exception("following the index's writer failed; trying again")
             if not self.synced.is_set() and (self._writer_synced is None or self._writer_synced()):
                 self.synced.set()
                 if on_synced is not None:
                     on_synced(None)
             if self._stop.wait(FOLLOW_SECONDS):
                 return
-            try:
-                now = self.index.generation()
-                if now != generation:
-                    generation, keys = now, None
-                    self.index.reload()
-                    current = self.index.file_stats()
-                    report = _changes(self.settings, known, current)
-                    known = current
-                    changed = report.added_paths or report.updated_paths or report.removed_paths
-                    if on_commit is not None and changed:
-                        on_commit(report)
-                    self.took_in.set()
-                keys = self._take_in_vectors(keys)
-            except Exception:  # the thread's top: the replica goes on answering from what it has
-                logger.exception("following the index's writer failed; trying again")
-
-    def _take_in_vectors(self, keys: set[int] | None) -> set[int] | None:
-        """A replica's step: the vectors the writer stored since, and the coverage they give. `keys`
-        are every passage's vector key as of the last commit seen (None: read them); returned."""
-        semantic = self._followed
-        if semantic is None:
-            return keys
-        semantic.store.refresh()
-        if keys is None or len(semantic.store) != self._covered_vectors:
-            keys = self.index.vector_keys() if keys is None else keys
-            self._covered_vectors = len(semantic.store)
-            self._followed_coverage = semantic.coverage(keys)
-            self.took_in.set()
-        return keys
-
-    def _follow_semantic(self) -> Semantic | None:
-        try:
-            from kb.semantic import Semantic
-
-            semantic = Semantic(self.index.vectors_dir, self.settings.cache_dir, repair=False)
-            semantic.load(1)  # queries only: one thread encodes one in a few ms
-            return semantic
-        except Exception as exc:  # the thread's top: the replica answers by words only
-            self.semantic_error = f"{type(exc).__name__}: {exc}"
-            logger.warning("semantic search is unavailable here (%s); search stays lexical", exc)
-            return None
 
     def _committed(self, on_commit: OnCommit | None) -> OnCommit:
         def committed(report: SyncReport) -> None:
@@ -257,7 +218,7 @@ class Library:
         report, watcher = self.last_sync, self.watcher
         return {
             **self.index.stats().model_dump(mode="json"),
-            "process": {"role": "replica" if self.replica else "writer", "pid": os.getpid()},
+            "process": {"role": "writer" if self.follower is None else "replica", "pid": os.getpid()},
             "syncing": self.syncing,
             "sync_error": self.sync_error,
             **(watcher.status() if watcher is not None else {"watcher": "off", "last_commit": None}),
@@ -278,8 +239,8 @@ class Library:
     @property
     def semantic(self) -> Semantic | None:
         """The vectors and the encoder, once the first sync is done (None when off)."""
-        if self.replica:
-            return self._followed
+        if self.follower is not None:
+            return self.follower.semantic
         return self.embedder.semantic if self.embedder is not None else None
 
     def _semantic_status(self) -> dict[str, Any]:
@@ -287,12 +248,14 @@ class Library:
             return {"state": "off"}
         if self.semantic_error is not None:
             return {"state": "unavailable", "error": self.semantic_error}
-        if self.replica:
-            followed, coverage = self._followed, self._followed_coverage
-            if followed is None:
+        if self.follower is not None:
+            follower = self.follower
+            if follower.semantic_error is not None:
+                return {"state": "unavailable", "error": follower.semantic_error}
+            if follower.semantic is None:
                 return {"state": "loading", "vectors": None, "coverage": 0.0}
-            state = "ready" if coverage == 1.0 else "embedding"  # by the writer
-            return {"state": state, "vectors": len(followed.store), "coverage": coverage}
+            state = "ready" if follower.coverage == 1.0 else "embedding"  # by the writer
+            return {"state": state, "vectors": len(follower.semantic.store), "coverage": follower.coverage}
         semantic, embedder = self.semantic, self.embedder
         if semantic is None or embedder is None:
             return {"state": "loading", "vectors": None, "coverage": 0.0}
@@ -313,8 +276,8 @@ class Library:
         """The share of passages search finds by meaning too; None when semantic search is off here."""
         if not self.settings.semantic or self.semantic_error is not None:
             return None
-        if self.replica:
-            return self._followed_coverage
+        if self.follower is not None:
+            return None if self.follower.semantic_error is not None else self.follower.coverage
         return self.embedder.coverage if self.embedder is not None else 0.0
 
     # ---- reading -------------------------------------------------------------------------
@@ -526,17 +489,6 @@ class Library:
 
 
 FILTERS = ("path", "formats", "tags", "modified_after")
-
-
-def _changes(
-    settings: Settings, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
-) -> SyncReport:
-    """What another process's commits changed, told by the files' (size, mtime) before and after."""
-    report = SyncReport(root=str(settings.root), index_dir=str(settings.index_dir))
-    report.added_paths = sorted(after.keys() - before.keys())
-    report.removed_paths = sorted(before.keys() - after.keys())
-    report.updated_paths = sorted(path for path, stat in after.items() if before.get(path, stat) != stat)
-    return report
 
 
 def search(

@@ -103,11 +103,11 @@ def test_a_replica_finds_by_meaning_with_the_vectors_the_writer_makes(tmp_path):
         run = kb("index", settings.root, "--index-dir", settings.index_dir, "--semantic", "on")
         assert run.exit_code == 0, run.output
         for _ in range(100):  # each round waits for the replica to take in more of the writer's work
-            replica.took_in.clear()
+            replica.follower.took_in.clear()
             found = replica.search("when do insects leave their colony", limit=1).results
             if found and found[0].path == "garden/bees.md" and replica.semantic_coverage == 1.0:
                 break
-            assert replica.took_in.wait(TIMEOUT), "the replica took in nothing more"
+            assert replica.follower.took_in.wait(TIMEOUT), "the replica took in nothing more"
         assert found and found[0].path == "garden/bees.md"
         assert replica.semantic_coverage == 1.0
     finally:
