@@ -188,12 +188,15 @@ class Library:
         if self.settings.semantic:
             follower.load_semantic()
         while True:
+            # Read before the step: the writer's last commit of its sync precedes the flag, so a
+            # step after a look that saw the flag has taken that commit in.
+            writer_synced = self._writer_synced is None or self._writer_synced()
             try:
                 if (report := follower.step()) is not None and on_commit is not None:
                     on_commit(report)
             except Exception:  # the thread's top: the replica goes on answering from what it has
                 logger.exception("following the index's writer failed; trying again")
-            if not self.synced.is_set() and (self._writer_synced is None or self._writer_synced()):
+            if writer_synced and not self.synced.is_set():
                 self.synced.set()
                 if on_synced is not None:
                     on_synced(None)
