@@ -1,0 +1,50 @@
+"""The prepared model: attention fused, made once per preparation, and still the export's encoder."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from kb.config import Settings
+from kb.semantic import Semantic
+from kb.semantic._model import MODEL_FILE, MODEL_SHA256, _package_file, prepared_name
+
+TEXTS = [
+    "bake bread in the oven",
+    "change the engine oil every ten thousand kilometres, or once a year if the car is rarely driven",
+    "Tantivy is a full-text search engine library written in Rust, inspired by Apache Lucene. " * 8,
+]
+
+
+def test_the_prepared_model_runs_each_layers_attention_as_one_node(tmp_path: Path) -> None:
+    Semantic(tmp_path / "vectors", Settings().cache_dir).load(threads=1)  # prepared there once
+    model = onnx.load(str(Settings().cache_dir / prepared_name()))
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("QAttention") == 6
+    assert not {"Softmax", "Transpose", "SkipLayerNormalization"} & set(ops)
+
+
+def test_the_prepared_model_agrees_with_the_export_it_was_made_from(tmp_path: Path) -> None:
+    encoder = Semantic(tmp_path / "vectors", Settings().cache_dir).load(threads=1)
+    export = ort.InferenceSession(
+        str(_package_file(*MODEL_FILE, MODEL_SHA256)), providers=["CPUExecutionProvider"]
+    )
+    # One batch of three lengths: the short ones padded, so the fused attention's mask is exercised.
+    quick, reference = encoder.passages(TEXTS), encoder._encode(export, TEXTS)
+    assert np.min(np.sum(quick * reference, axis=1)) > 0.99
+
+
+def test_a_model_prepared_the_earlier_way_is_neither_used_nor_overwritten(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    earlier_id = hashlib.sha256(b"all-MiniLM-L6-v2/int8-per-channel/1").hexdigest()[:8]
+    earlier = cache / f"minilm-{MODEL_SHA256[:12]}-{earlier_id}.onnx"
+    earlier.write_bytes(b"unreadable: had it been loaded, it would have been prepared again")
+    encoder = Semantic(tmp_path / "vectors", cache).load(threads=1)
+    assert encoder.query("bread").shape == (384,)
+    assert earlier.read_bytes().startswith(b"unreadable")
+    assert (cache / prepared_name()).stat().st_size > 1_000_000
