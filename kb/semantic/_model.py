@@ -37,7 +37,10 @@ MAX_TOKENS = 128
 # (an off-topic question's nearest passages, measured on Cranfield: 0.13-0.20; its own questions'
 # nearest: 0.39-0.9). Without a floor every question would "find" something.
 MIN_SIMILARITY = 0.3
-BATCH = 4  # passages per run: small batches stay in the cache (14 CPU-ms a passage, 24 at 32)
+# Passages per run: small batches stay in the cache. The int8 scales of a run's activations are
+# shared by its passages, so a vector depends a little on its companions: changing the batching
+# changes the vectors (as much as the preparation does).
+BATCH = 4
 
 
 class SemanticUnavailableError(KbError):
