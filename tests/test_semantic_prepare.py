@@ -8,10 +8,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from test_semantic import TOPICS, embed_now, indexed, only_segment
 
 from kb.config import Settings
 from kb.semantic import Semantic
-from kb.semantic._model import MODEL_FILE, MODEL_SHA256, _package_file, prepared_name
+from kb.semantic._model import DIMENSIONS, MODEL_FILE, MODEL_ID, MODEL_SHA256, _package_file, prepared_name
+from kb.semantic._store import VectorStore
+
+EARLIER = "all-MiniLM-L6-v2/int8-per-channel/1"  # the preparation before attention was fused
 
 TEXTS = [
     "bake bread in the oven",
@@ -41,10 +45,22 @@ def test_the_prepared_model_agrees_with_the_export_it_was_made_from(tmp_path: Pa
 def test_a_model_prepared_the_earlier_way_is_neither_used_nor_overwritten(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    earlier_id = hashlib.sha256(b"all-MiniLM-L6-v2/int8-per-channel/1").hexdigest()[:8]
+    earlier_id = hashlib.sha256(EARLIER.encode()).hexdigest()[:8]
     earlier = cache / f"minilm-{MODEL_SHA256[:12]}-{earlier_id}.onnx"
     earlier.write_bytes(b"unreadable: had it been loaded, it would have been prepared again")
     encoder = Semantic(tmp_path / "vectors", cache).load(threads=1)
     assert encoder.query("bread").shape == (384,)
     assert earlier.read_bytes().startswith(b"unreadable")
     assert (cache / prepared_name()).stat().st_size > 1_000_000
+
+
+def test_vectors_of_the_earlier_preparation_are_made_again(tmp_path: Path) -> None:
+    settings = indexed(tmp_path)
+    segment = only_segment(settings)
+    with np.load(segment) as data:
+        arrays = {name: data[name] for name in data.files}
+    with segment.open("wb") as file:  # as the earlier preparation's kb wrote it
+        np.savez(file, **{**arrays, "model": np.array(EARLIER)})
+    assert len(VectorStore(segment.parent, MODEL_ID, DIMENSIONS)) == 0
+    report = embed_now(settings)
+    assert (report.embedded, report.semantic_coverage) == (len(TOPICS), 1.0)
