@@ -18,7 +18,6 @@ Nothing is written into the repository.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import resource
 import statistics
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 from _corpus import unpack
+from semantic import show
 
 from kb.config import Settings
 from kb.index import SearchIndex
@@ -123,12 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(args.save, model=np.array(MODEL_ID), vectors=vectors)
     if args.compare:
         figures.update(agreement(vectors, args.compare))
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        for name, value in figures.items():
-            shown = f"{value:10.4g}" if isinstance(value, float) else f"{value!s:>10}"
-            print(f"{name:40} {shown}")
+    show(figures, as_json=args.json)
     return 0
 
 
