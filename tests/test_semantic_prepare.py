@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from test_semantic import TOPICS, embed_now, indexed, only_segment
 
 from kb.config import Settings
 from kb.semantic import Semantic
 from kb.semantic._model import DIMENSIONS, MODEL_FILE, MODEL_ID, MODEL_SHA256, _package_file, prepared_name
+from kb.semantic._prepare import PreparationError, prepared
 from kb.semantic._store import VectorStore
 
 EARLIER = "all-MiniLM-L6-v2/int8-per-channel/1"  # the preparation before attention was fused
@@ -64,3 +66,14 @@ def test_vectors_of_the_earlier_preparation_are_made_again(tmp_path: Path) -> No
     assert len(VectorStore(segment.parent, MODEL_ID, DIMENSIONS)) == 0
     report = embed_now(settings)
     assert (report.embedded, report.semantic_coverage) == (len(TOPICS), 1.0)
+
+
+def test_a_preparation_that_fails_says_why_and_leaves_nothing_in_the_cache(tmp_path: Path) -> None:
+    source = tmp_path / "model.onnx"
+    source.write_bytes(b"not a model")
+    cache = tmp_path / "cache"
+    with pytest.raises(PreparationError) as failed:
+        prepared(source, cache, "minilm-test.onnx")
+    assert failed.value.source == source
+    assert "Error" in failed.value.detail  # the child's own traceback, not just an exit status
+    assert list(cache.iterdir()) == []

@@ -2,7 +2,8 @@
 
 The export computes in float32 from int8 weights, runs attention as a dozen separate nodes, and
 onnxruntime's transformer optimizer recognizes neither its attention nor its mask. `prepare`
-rewrites it into operators onnxruntime runs quickly; `prepared` makes that copy once per cache.
+rewrites it into operators onnxruntime runs quickly; `prepared` makes that copy once per cache, in
+a child process.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import logging
 import math
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from kb.errors import KbError
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +31,22 @@ ABANDONED_SECONDS = 3600.0  # a live preparation takes seconds
 # onnxruntime's SkipLayerNormalization kernel is several times slower on CPU than the Add and
 # LayerNormalization it replaces, so neither the preparation nor the session may fuse them.
 UNFUSED = ["SkipLayerNormFusion"]
+MADE = "quick.onnx"  # what `prepare` leaves in its work folder
 
 _preparing = threading.Lock()
 
 
 class UnexpectedGraphError(ValueError):
     """The export's attention is not shaped as `fuse_attention` expects (a different export)."""
+
+
+class PreparationError(KbError):
+    """The process that prepares the model failed; `detail` is the end of what it wrote."""
+
+    def __init__(self, source: Path, detail: str) -> None:
+        super().__init__(f"preparing {source} failed: {detail}")
+        self.source = source
+        self.detail = detail
 
 
 def prepared(source: Path, cache_dir: Path, name: str) -> Path:
@@ -44,9 +59,35 @@ def prepared(source: Path, cache_dir: Path, name: str) -> Path:
         cache_dir.mkdir(parents=True, exist_ok=True)
         logger.info("preparing the semantic model in %s (once)", cache_dir)
         with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".prepare-") as work:
-            made = prepare(source, Path(work))
+            made = _prepare_apart(source, Path(work))
             os.replace(made, target)  # atomic: another process sees the whole file or none
         return target
+
+
+def _prepare_apart(source: Path, work: Path) -> Path:
+    """`prepare` in a child process. Its peak memory (several times the float model's size) and
+    the heap it leaves behind, which Python does not give back, end with the child; a server that
+    prepared the model on its first start would otherwise keep them. Nothing it writes reaches
+    this process's stdout (an MCP server's channel over stdio).
+
+    Raises:
+        PreparationError: the child failed.
+    """
+    code = "import sys, pathlib, kb.semantic._prepare as p; p.prepare(*map(pathlib.Path, sys.argv[1:]))"
+    # -P: the child finds kb where this process found it, not in its working folder.
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", code, str(source), str(work)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+    made = work / MADE
+    if done.returncode or not made.exists():
+        raise PreparationError(source, done.stderr.strip()[-2000:] or f"exit status {done.returncode}")
+    return made
 
 
 def _remove_abandoned(cache_dir: Path) -> None:
@@ -81,10 +122,12 @@ def prepare(source: Path, work: Path) -> Path:
     from onnxruntime.transformers.fusion_options import FusionOptions
 
     rewritten, folded = work / "rewritten.onnx", work / "folded.onnx"
-    fused, quick = work / "fused.onnx", work / "quick.onnx"
+    fused, quick = work / "fused.onnx", work / MADE
     model = onnx.load(str(source))
     fuse_attention(model)
     onnx.save(model, str(rewritten))
+    # Each step reads the last one's file: a model kept in memory past its step adds to the peak.
+    del model
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(folded)
@@ -102,6 +145,7 @@ def prepare(source: Path, work: Path) -> Path:
             opt_level=0,
         )
         optimized.save_model_to_file(str(fused))
+        del optimized
         quantize_dynamic(str(fused), str(quick), weight_type=QuantType.QInt8, per_channel=True)
     return quick
 
