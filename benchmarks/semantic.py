@@ -130,13 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kb-semantic-") as tmp:
         figures = measure(args.markdown_tar.resolve(), Path(tmp), args.limit_files, args.queries)
-    if args.json:
+    show(figures, as_json=args.json)
+    return 0
+
+
+def show(figures: dict[str, Any], *, as_json: bool) -> None:
+    """The figures as JSON, or as a table of names and values."""
+    if as_json:
         print(json.dumps(figures, indent=2))
     else:
         for name, value in figures.items():
             shown = f"{value:10.4g}" if isinstance(value, float) else f"{value!s:>10}"
             print(f"{name:40} {shown}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ ranking, and passages shared by many documents."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -56,11 +55,11 @@ def test_a_bit_flip_in_a_vector_file_does_not_stop_the_server(tmp_path: Path) ->
 
 def test_a_damaged_prepared_model_in_the_cache_is_prepared_again(tmp_path: Path) -> None:
     from kb.semantic import Semantic
-    from kb.semantic._model import MODEL_ID, MODEL_SHA256
+    from kb.semantic._model import prepared_name
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    name = f"minilm-{MODEL_SHA256[:12]}-{hashlib.sha256(MODEL_ID.encode()).hexdigest()[:8]}.onnx"
+    name = prepared_name()
     (cache / name).write_bytes(b"not a model")  # a bad disk, a copy cut short, another tool's file
     encoder = Semantic(tmp_path / "vectors", cache).load(threads=1)
     assert encoder.query("bread").shape == (384,)
@@ -218,11 +217,11 @@ def test_kb_index_and_status_with_a_file_where_the_vectors_folder_should_be(tmp_
 
 def test_a_preparation_killed_midway_leaves_no_lasting_files_in_the_cache(tmp_path: Path) -> None:
     from kb.semantic import Semantic
-    from kb.semantic._model import MODEL_ID, MODEL_SHA256
+    from kb.semantic._model import prepared_name
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    name = f"minilm-{MODEL_SHA256[:12]}-{hashlib.sha256(MODEL_ID.encode()).hexdigest()[:8]}.onnx"
+    name = prepared_name()
     Semantic(tmp_path / "v", Settings().cache_dir).load(threads=1)  # prepared there once
     shutil.copyfile(Settings().cache_dir / name, cache / name)
     # What a kill -9 (or a power cut) in the middle of a first preparation leaves: ~170 MB.

