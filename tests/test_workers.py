@@ -143,37 +143,42 @@ async def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
                 await anyio.sleep(0.1)
 
 
-Answer = tuple[str, int, int]  # the role and pid of the process that answered, and its results
+Answer = tuple[str, int, int]  # the role and pid of a process that answered, and the results found
 
 
 async def _process_and_hits(url: str, mode: str, query: str) -> Answer | None:
-    """Which process answered one client (its requests share a connection) and how many results it
-    found for `query`; None while that process says its index is still being built."""
+    """One client's search for `query` and its read of kb://status: which process answered (most
+    often the search's too: a client's requests usually share a connection) and how many results
+    it found; None while the index is still being built."""
     async with Client(url, cache=None, mode=mode, read_timeout_seconds=30) as client:
-        status = json.loads((await client.read_resource("kb://status")).contents[0].text)
         found = await client.call_tool("search", {"query": query})
+        status = json.loads((await client.read_resource("kb://status")).contents[0].text)
     assert not found.is_error
-    if found.structured_content.get("indexing"):
-        assert status["syncing"]
+    if found.structured_content.get("indexing") or status["syncing"]:
         return None
     return status["process"]["role"], status["process"]["pid"], len(found.structured_content["results"])
 
 
-async def _until(url: str, query: str, done: Callable[[set[Answer]], bool]) -> set[Answer]:
-    """Ask from many clients at once, both protocol eras, until `done(seen)` (bounded by TIMEOUT);
-    answers given while the index was being built are left out."""
-    seen: set[Answer] = set()
+async def _until(url: str, query: str, done: Callable[[list[Answer]], bool]) -> list[Answer]:
+    """Rounds of many clients at once, both protocol eras, until a round's answers are `done`
+    (bounded by TIMEOUT); answers given while the index was being built are left out."""
     with anyio.fail_after(TIMEOUT):
-        while not done(seen):
+        while True:
+            answers: list[Answer] = []
 
-            async def ask(mode: str) -> None:
+            async def ask(mode: str, answers: list[Answer] = answers) -> None:
                 if (answer := await _process_and_hits(url, mode, query)) is not None:
-                    seen.add(answer)
+                    answers.append(answer)
 
             async with anyio.create_task_group() as tg:
                 for i in range(12):
                     tg.start_soon(ask, "legacy" if i % 2 else "auto")
-    return seen
+            if done(answers):
+                return answers
+
+
+def _roles(answers: list[Answer]) -> set[str]:
+    return {role for role, _, _ in answers}
 
 
 @pytest.mark.anyio
@@ -183,19 +188,18 @@ async def test_serve_with_workers_answers_from_every_process_and_each_follows_ed
     process = _serve_workers(sample_docs, tmp_path, port)
     try:
         await _wait_ready(url, process)
-        seen = await _until(
-            url, "install", lambda seen: {role for role, _, _ in seen} == {"writer", "replica"}
-        )
+        seen = await _until(url, "install", lambda answers: _roles(answers) == {"writer", "replica"})
         assert all(hits > 0 for _, _, hits in seen)
         pids = {pid for _, pid, _ in seen}
         assert len(pids) == 2 and process.pid in pids
 
         (sample_docs / "guide" / "install.md").write_text("# Install\n\nNow with a quokkaesque step.\n")
-        # Every process finds the edit: the writer indexes it, the replica takes in its commit.
-        seen = await _until(
+        # Every process finds the edit (the writer indexes it, the replica takes in its commit):
+        # a round where both answered and every answer found it.
+        await _until(
             url,
             "quokkaesque",
-            lambda seen: {role for role, _, hits in seen if hits} == {"writer", "replica"},
+            lambda answers: _roles(answers) == {"writer", "replica"} and all(h for _, _, h in answers),
         )
     finally:
         process.send_signal(signal.SIGTERM)
@@ -214,7 +218,7 @@ async def test_a_replica_stops_when_the_writer_is_killed(sample_docs, tmp_path):
     process = _serve_workers(sample_docs, tmp_path, port)
     try:
         await _wait_ready(url, process)
-        seen = await _until(url, "install", lambda seen: "replica" in {role for role, _, _ in seen})
+        seen = await _until(url, "install", lambda answers: "replica" in _roles(answers))
         replica = next(pid for role, pid, _ in seen if role == "replica")
         exited = os.pidfd_open(replica)  # readable once the replica has exited
     finally:
