@@ -66,6 +66,8 @@ def test_vectors_of_the_earlier_preparation_are_made_again(tmp_path: Path) -> No
     assert len(VectorStore(segment.parent, MODEL_ID, DIMENSIONS)) == 0
     report = embed_now(settings)
     assert (report.embedded, report.semantic_coverage) == (len(TOPICS), 1.0)
+    # The earlier segment is gone with the compaction that followed: no later look reads it again.
+    assert not segment.exists()
 
 
 def test_a_preparation_that_fails_says_why_and_leaves_nothing_in_the_cache(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ class VectorStore:
         self._dimensions = dimensions
         self._lock = threading.Lock()
         self._loaded: set[str] = set()
+        self._foreign: set[str] = set()  # segments of another model (an earlier kb's): never read again
         # (keys, matrix) as one value, replaced whole: a search reads it without the lock.
         self._data = self._empty()
         self._row: dict[int, int] = {}
@@ -107,6 +108,11 @@ class VectorStore:
         """
         self.refresh()
         with self._lock:
+            for name in self._foreign:  # this index's kb makes no more of them
+                with contextlib.suppress(FileNotFoundError):
+                    (self.folder / name).unlink()
+                logger.info("vectors: removed %s, made by another model", name)
+            self._foreign = set()
             alive = live()
             dead = [k for k in self._row if k not in alive]
             if not dead and len(self._loaded) <= MAX_SEGMENTS:
@@ -161,7 +167,8 @@ class VectorStore:
             names, row, data = set(), {}, self._empty()
         else:
             names, row, data = self._loaded, self._row, self._data
-        for name in sorted(present - names):
+        self._foreign &= present
+        for name in sorted(present - names - self._foreign):
             loaded = self._read(name)
             if loaded is not None:
                 names.add(name)
@@ -178,6 +185,7 @@ class VectorStore:
             with path.open("rb") as file, np.load(file, allow_pickle=False) as data:
                 model = str(data["model"])
                 if model != self.model_id:
+                    self._foreign.add(name)
                     return None  # another model's vectors: never mixed with this one's
                 keys, scales, codes = data["keys"], data["scales"], data["codes"]
                 if codes.shape != (len(keys), self._dimensions) or scales.shape != (len(keys),):
