@@ -188,21 +188,22 @@ def one_slot_per_passage(
 def _linked_bands(fields: Sequence[Sequence[object]]) -> dict[int, list[int]]:
     """For each hit that shares `NEAR_BANDS` of its bands with other hits (only such a hit can be
     a near copy of another), those bands, each tagged with its band's number so one dict holds
-    them all."""
-    values = [int(value or 0) for packed in zip(*fields, strict=True) for value in packed]
-    # Every hit's bands in one unpacking (each field holds its bands first band first), BANDS a hit.
-    bands = struct.unpack(f">{len(values) * _PER_FIELD}H", struct.pack(f">{len(values)}q", *values))
-    tagged = [band | (place % BANDS) << BAND_BITS for place, band in enumerate(bands)]
-    per_hit = len(SKETCH_FIELDS)
-    sketched = [i for i in range(len(values) // per_hit) if any(values[i * per_hit : (i + 1) * per_hit])]
-    counts = Counter(band for i in sketched for band in tagged[i * BANDS : (i + 1) * BANDS])
-    repeated = {band for band, n in counts.items() if n > 1}
-    linked = {}
-    for i in sketched if repeated else ():
-        shared = repeated.intersection(tagged[i * BANDS : (i + 1) * BANDS])
-        if len(shared) >= NEAR_BANDS:
-            linked[i] = list(shared)
-    return linked
+    them all. Each band is counted on its own column of every hit's bands, which the C loops of
+    `set` and `Counter` do; Python steps only over the hits that share a band."""
+    sketched = [(i, packed) for i, packed in enumerate(zip(*fields, strict=True)) if any(packed)]
+    values = [int(value or 0) for _, packed in sketched for value in packed]
+    # Every sketched hit's bands in one unpacking (a field holds its bands first band first).
+    bands = struct.unpack(f">{len(sketched) * BANDS}H", struct.pack(f">{len(values)}q", *values))
+    shared: dict[int, list[int]] = {}
+    for number in range(BANDS):
+        column = bands[number::BANDS]
+        if len(set(column)) == len(column):
+            continue  # no two hits agree on this band
+        repeated = {band for band, n in Counter(column).items() if n > 1}
+        for (i, _), band in zip(sketched, column, strict=True):
+            if band in repeated:
+                shared.setdefault(i, []).append(band | number << BAND_BITS)
+    return {i: tags for i, tags in shared.items() if len(tags) >= NEAR_BANDS}
 
 
 def _near_slot(bands: list[int], near: dict[int, list[int]]) -> int | None:
