@@ -291,7 +291,7 @@ def _serve_replica(settings: Settings, sock: socket.socket, writer_synced: Flag)
     try:
         serve_replica(settings, sock, writer_synced)
     except KbError as exc:
-        logging.getLogger(__name__).error("replica stopped: %s", exc)
+        logger.error("replica stopped: %s", exc)
         sys.exit(1)
 
 
