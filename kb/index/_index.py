@@ -26,6 +26,7 @@ from kb.index import _lock
 from kb.index._batch import IndexBatch
 from kb.index._copies import one_slot_per_passage
 from kb.index._folder import VECTORS_FOLDER, open_folder
+from kb.index._fusion import MAX_HITS_SCANNED, by_meaning, filtered_keys, fuse, place, result_count
 from kb.index._query import DEFAULT_RANKING, QueryPlan, Ranking, plan_query, prefix_regex
 from kb.index._results import SNIPPET_CHARS, hit
 from kb.index._schema import (
@@ -49,12 +50,8 @@ from kb.models import (
 
 logger = logging.getLogger(__name__)
 
-MAX_HITS_SCANNED = 5000
 MAX_COPIES_NAMED = 5
 MAX_PREFIX_QUERY = 64
-# A filter that lets at most this many passages through has them all ranked by meaning; past it,
-# the nearest of all passages (ten times as many as unfiltered) are filtered.
-MAX_RANKED_BY_MEANING = 5000
 
 # The vector keys nearest the query in meaning, best first, with their similarity: of every passage,
 # or of `among` only.
@@ -167,7 +164,7 @@ class SearchIndex:
                     (tantivy.Occur.Must, tantivy.Query.regex_query(self._schema, "path", regex)),
                 ]
             )
-        matching = _count(searcher.search(query, limit=1, count=True))
+        matching = result_count(searcher.search(query, limit=1, count=True))
         if matching:
             for _, address in searcher.search(query, limit=matching, count=False).hits:
                 yield searcher.doc(address)
@@ -254,7 +251,7 @@ class SearchIndex:
                     (tantivy.Occur.Must, tantivy.Query.term_set_query(self._schema, "path", paths)),
                 ]
             )
-        matching = _count(searcher.search(query, limit=1, count=True)) if paths != [] else 0
+        matching = result_count(searcher.search(query, limit=1, count=True)) if paths != [] else 0
         if not matching:
             return []
         addresses = [address for _, address in searcher.search(query, limit=matching, count=False).hits]
@@ -317,8 +314,8 @@ class SearchIndex:
     def stats(self) -> IndexStats:
         """Counts and sizes for `kb status` and the `kb://status` resource."""
         searcher = self._searcher()
-        documents = _count(searcher.search(self._term("kind", "file"), limit=1, count=True))
-        sections = _count(searcher.search(self._term("kind", "section"), limit=1, count=True))
+        documents = result_count(searcher.search(self._term("kind", "file"), limit=1, count=True))
+        sections = result_count(searcher.search(self._term("kind", "section"), limit=1, count=True))
         size = sum(f.stat().st_size for f in self.index_dir.iterdir() if f.is_file())
         meta = self.index_dir / "meta.json"
         last = datetime.fromtimestamp(meta.stat().st_mtime, UTC) if documents and meta.exists() else None
@@ -377,8 +374,8 @@ class SearchIndex:
             filtered = bool(path or formats or tags or modified_after)
 
             def meaning() -> list[tantivy.DocAddress]:
-                among = self._filtered_keys(searcher, by_words) if filtered else None
-                return self._by_meaning(searcher, by_words, nearest(among), all_passages)
+                among = filtered_keys(searcher, by_words) if filtered else None
+                return by_meaning(searcher, self._schema, by_words, nearest(among), all_passages)
 
         try:
             return self._run(searcher, plan, query, limit, offset, all_passages, meaning)
@@ -411,7 +408,9 @@ class SearchIndex:
             hits, total, copies, head = self._collect(searcher, plan, wanted, all_passages, fusing=fusing)
         approximate = plan.approximate and bool(hits)
         if meaning is not None and (found := meaning()):
-            hits, total, copies = self._fuse(searcher, plan, (hits, total, copies), head, found, all_passages)
+            hits, total, copies = fuse(
+                searcher, self._schema, plan, (hits, total, copies), head, found, all_passages, self._ranking.rrf_k
+            )
         page = list(zip(hits, copies, strict=True))[offset : offset + limit]
         snippets = tantivy.SnippetGenerator.create(searcher, plan.text_query, self._schema, "body")
         snippets.set_max_num_chars(SNIPPET_CHARS)
@@ -451,7 +450,7 @@ class SearchIndex:
         depth = 2 * self._ranking.vector_candidates if fusing else 0
         if all_passages:
             result = searcher.search(plan.query, limit=max(wanted, depth), count=True)
-            return list(result.hits), _count(result), [[] for _ in result.hits], min(depth, len(result.hits))
+            return list(result.hits), result_count(result), [[] for _ in result.hits], min(depth, len(result.hits))
         scan = min(max(wanted * 10, 100, depth), MAX_HITS_SCANNED)
         while True:
             # No count: fewer hits than asked for already says the scan saw them all, and without
@@ -467,120 +466,7 @@ class SearchIndex:
                 # When the scan was cut short there are at least this many, maybe more.
                 total = len(slots) if exhausted else max(len(slots), wanted + 1)
                 # The slots' best passages come in the scan's order: the first `head` are its first `depth`.
-                within = {_place(address) for _, address in result.hits[:depth]}
-                head = next((i for i, (_, a) in enumerate(slots) if _place(a) not in within), len(slots))
+                within = {place(address) for _, address in result.hits[:depth]}
+                head = next((i for i, (_, a) in enumerate(slots) if place(a) not in within), len(slots))
                 return slots, total, copies, head
             scan = min(scan * 4, MAX_HITS_SCANNED)
-
-    def _filtered_keys(self, searcher: tantivy.Searcher, plan: QueryPlan) -> list[int] | None:
-        """The vector keys of the passages the filters let through, if few enough to rank them all
-        by meaning (None: so many that the nearest of all passages hold enough of them)."""
-        passing = plan.restrict(tantivy.Query.all_query())
-        count = _count(searcher.search(passing, limit=1, count=True))
-        if count > MAX_RANKED_BY_MEANING:
-            return None
-        addresses = [address for _, address in searcher.search(passing, limit=max(count, 1), count=False).hits]
-        return list({int(key or 0) for key in searcher.fast_field_values("vector_key", addresses)})
-
-    def _by_meaning(
-        self,
-        searcher: tantivy.Searcher,
-        plan: QueryPlan,
-        nearest: list[tuple[int, float]],
-        all_passages: bool,
-    ) -> list[tantivy.DocAddress]:
-        """The passages with the `nearest` vector keys that pass the filters, best first; unless
-        `all_passages`, only each document's first."""
-        if not nearest:
-            return []
-        keys = [key for key, _ in nearest]
-        query = plan.restrict(tantivy.Query.term_set_query(self._schema, "vector_key", keys))
-        # A key is shared by every copy of a passage, so there may be many more passages than keys
-        # (one page in every version of a product's docs): all are taken, or the copies of one
-        # passage, first in the index, would crowd out the others (every hit scores the same).
-        found = searcher.search(query, limit=MAX_HITS_SCANNED, count=False).hits
-        addresses = [address for _, address in found]
-        rank = {key: i for i, key in enumerate(keys)}
-        values = searcher.fast_field_values("vector_key", addresses)
-        ranked = sorted(
-            zip(addresses, values, strict=True), key=lambda pair: rank.get(int(pair[1] or 0), len(rank))
-        )
-        if all_passages:
-            return [address for address, _ in ranked]
-        nums = searcher.fast_field_values("doc_num", [address for address, _ in ranked])
-        first: dict[int, tantivy.DocAddress] = {}
-        for (address, _), num in zip(ranked, nums, strict=True):
-            first.setdefault(int(num or 0), address)
-        return list(first.values())
-
-    def _fuse(
-        self,
-        searcher: tantivy.Searcher,
-        plan: QueryPlan,
-        lexical: tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]]],
-        head: int,
-        meaning: list[tantivy.DocAddress],
-        all_passages: bool,
-    ) -> tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]]]:
-        """Reciprocal rank fusion of the first `head` lexical hits (with their copies) and the
-        passages found by meaning: by document, or by passage with `all_passages`; then the rest of
-        the lexical hits in their order. A document keeps the passage that ranked it lexically, if any.
-
-        The fused part is the same however deep the page: a deeper lexical side would give a passage
-        found by meaning a second vote on a later page only, and it would move ahead of passages
-        already shown (shown twice, others never)."""
-        hits, total, lexical_copies = lexical
-        k = self._ranking.rrf_k
-
-        def identities(ranking: list[tantivy.DocAddress]) -> list[tuple[int, int]]:
-            docs = searcher.fast_field_values("doc_num", ranking)
-            passages = searcher.fast_field_values("ordinal", ranking) if all_passages else [0] * len(ranking)
-            return [(int(d or 0), int(p or 0)) for d, p in zip(docs, passages, strict=True)]
-
-        lexical_ranking = [address for _, address in hits]
-        lexical_ids = identities(lexical_ranking)
-        scores: dict[tuple[int, int], float] = {}
-        shown: dict[tuple[int, int], tantivy.DocAddress] = {}
-        for ranking, ids in ((lexical_ranking[:head], lexical_ids[:head]), (meaning, identities(meaning))):
-            for rank, (address, identity) in enumerate(zip(ranking, ids, strict=True)):
-                scores[identity] = scores.get(identity, 0.0) + 1.0 / (k + rank + 1)
-                shown.setdefault(identity, address)
-        fused = sorted(((score, shown[key]) for key, score in scores.items()), key=lambda h: -h[0])
-        floor = fused[-1][0] if fused else 1.0
-        later = [
-            (min(1.0 / (k + head + i + 1), floor), address)
-            for i, (address, identity) in enumerate(
-                zip(lexical_ranking[head:], lexical_ids[head:], strict=True)
-            )
-            if identity not in scores
-        ]
-        if all_passages:
-            # Every lexical match is counted in `total`; add the passages found by meaning alone.
-            keys = {int(v or 0) for v in searcher.fast_field_values("vector_key", meaning)}
-            both = tantivy.Query.boolean_query(
-                [
-                    (tantivy.Occur.Must, plan.query),
-                    (
-                        tantivy.Occur.Must,
-                        tantivy.Query.term_set_query(self._schema, "vector_key", list(keys)),
-                    ),
-                ]
-            )
-            lexical_too = _count(searcher.search(both, limit=1, count=True))
-            ranked = fused + later
-            return ranked, max(total + len(meaning) - lexical_too, len(ranked)), [[] for _ in ranked]
-        slots, copies = one_slot_per_passage(searcher, fused + later)
-        known = {_place(address): others for (_, address), others in zip(hits, lexical_copies, strict=True)}
-        for (_, address), others in zip(slots, copies, strict=True):
-            named = {_place(c) for c in others}
-            others.extend(c for c in known.get(_place(address), []) if _place(c) not in named)
-        exhausted = total <= len(hits)  # else `total` says only that there are more
-        return slots, len(slots) if exhausted else max(total, len(slots)), copies
-
-
-def _place(address: tantivy.DocAddress) -> tuple[int, int]:
-    return (address.segment_ord, address.doc)
-
-
-def _count(result: tantivy.SearchResult) -> int:
-    return int(result.count)  # type: ignore[attr-defined]  # set with count=True; missing from the stub

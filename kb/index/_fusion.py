@@ -1,0 +1,133 @@
+"""Search by meaning on the index's side: which passages the filters let through, the passages of
+the vector keys nearest in meaning, and their reciprocal rank fusion with the lexical ranking."""
+
+from __future__ import annotations
+
+import tantivy
+
+from kb.index._copies import one_slot_per_passage
+from kb.index._query import QueryPlan
+
+MAX_HITS_SCANNED = 5000
+# A filter that lets at most this many passages through has them all ranked by meaning; past it,
+# the nearest of all passages (ten times as many as unfiltered) are filtered.
+MAX_RANKED_BY_MEANING = 5000
+
+
+def filtered_keys(searcher: tantivy.Searcher, plan: QueryPlan) -> list[int] | None:
+    """The vector keys of the passages the filters let through, if few enough to rank them all
+    by meaning (None: so many that the nearest of all passages hold enough of them)."""
+    passing = plan.restrict(tantivy.Query.all_query())
+    count = result_count(searcher.search(passing, limit=1, count=True))
+    if count > MAX_RANKED_BY_MEANING:
+        return None
+    addresses = [address for _, address in searcher.search(passing, limit=max(count, 1), count=False).hits]
+    return list({int(key or 0) for key in searcher.fast_field_values("vector_key", addresses)})
+
+
+def by_meaning(
+    searcher: tantivy.Searcher,
+    schema: tantivy.Schema,
+    plan: QueryPlan,
+    nearest: list[tuple[int, float]],
+    all_passages: bool,
+) -> list[tantivy.DocAddress]:
+    """The passages with the `nearest` vector keys that pass the filters, best first; unless
+    `all_passages`, only each document's first."""
+    if not nearest:
+        return []
+    keys = [key for key, _ in nearest]
+    query = plan.restrict(tantivy.Query.term_set_query(schema, "vector_key", keys))
+    # A key is shared by every copy of a passage, so there may be many more passages than keys
+    # (one page in every version of a product's docs): all are taken, or the copies of one
+    # passage, first in the index, would crowd out the others (every hit scores the same).
+    found = searcher.search(query, limit=MAX_HITS_SCANNED, count=False).hits
+    addresses = [address for _, address in found]
+    rank = {key: i for i, key in enumerate(keys)}
+    values = searcher.fast_field_values("vector_key", addresses)
+    ranked = sorted(
+        zip(addresses, values, strict=True), key=lambda pair: rank.get(int(pair[1] or 0), len(rank))
+    )
+    if all_passages:
+        return [address for address, _ in ranked]
+    nums = searcher.fast_field_values("doc_num", [address for address, _ in ranked])
+    first: dict[int, tantivy.DocAddress] = {}
+    for (address, _), num in zip(ranked, nums, strict=True):
+        first.setdefault(int(num or 0), address)
+    return list(first.values())
+
+
+def fuse(
+    searcher: tantivy.Searcher,
+    schema: tantivy.Schema,
+    plan: QueryPlan,
+    lexical: tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]]],
+    head: int,
+    meaning: list[tantivy.DocAddress],
+    all_passages: bool,
+    k: int,
+) -> tuple[list[tuple[float, tantivy.DocAddress]], int, list[list[tantivy.DocAddress]]]:
+    """Reciprocal rank fusion of the first `head` lexical hits (with their copies) and the
+    passages found by meaning: by document, or by passage with `all_passages`; then the rest of
+    the lexical hits in their order. A document keeps the passage that ranked it lexically, if any.
+    `k` is the fusion's constant (see `Ranking.rrf_k`).
+
+    The fused part is the same however deep the page: a deeper lexical side would give a passage
+    found by meaning a second vote on a later page only, and it would move ahead of passages
+    already shown (shown twice, others never)."""
+    hits, total, lexical_copies = lexical
+
+    def identities(ranking: list[tantivy.DocAddress]) -> list[tuple[int, int]]:
+        docs = searcher.fast_field_values("doc_num", ranking)
+        passages = searcher.fast_field_values("ordinal", ranking) if all_passages else [0] * len(ranking)
+        return [(int(d or 0), int(p or 0)) for d, p in zip(docs, passages, strict=True)]
+
+    lexical_ranking = [address for _, address in hits]
+    lexical_ids = identities(lexical_ranking)
+    scores: dict[tuple[int, int], float] = {}
+    shown: dict[tuple[int, int], tantivy.DocAddress] = {}
+    for ranking, ids in ((lexical_ranking[:head], lexical_ids[:head]), (meaning, identities(meaning))):
+        for rank, (address, identity) in enumerate(zip(ranking, ids, strict=True)):
+            scores[identity] = scores.get(identity, 0.0) + 1.0 / (k + rank + 1)
+            shown.setdefault(identity, address)
+    fused = sorted(((score, shown[key]) for key, score in scores.items()), key=lambda h: -h[0])
+    floor = fused[-1][0] if fused else 1.0
+    later = [
+        (min(1.0 / (k + head + i + 1), floor), address)
+        for i, (address, identity) in enumerate(
+            zip(lexical_ranking[head:], lexical_ids[head:], strict=True)
+        )
+        if identity not in scores
+    ]
+    if all_passages:
+        # Every lexical match is counted in `total`; add the passages found by meaning alone.
+        keys = {int(v or 0) for v in searcher.fast_field_values("vector_key", meaning)}
+        both = tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Must, plan.query),
+                (
+                    tantivy.Occur.Must,
+                    tantivy.Query.term_set_query(schema, "vector_key", list(keys)),
+                ),
+            ]
+        )
+        lexical_too = result_count(searcher.search(both, limit=1, count=True))
+        ranked = fused + later
+        return ranked, max(total + len(meaning) - lexical_too, len(ranked)), [[] for _ in ranked]
+    slots, copies = one_slot_per_passage(searcher, fused + later)
+    known = {place(address): others for (_, address), others in zip(hits, lexical_copies, strict=True)}
+    for (_, address), others in zip(slots, copies, strict=True):
+        named = {place(c) for c in others}
+        others.extend(c for c in known.get(place(address), []) if place(c) not in named)
+    exhausted = total <= len(hits)  # else `total` says only that there are more
+    return slots, len(slots) if exhausted else max(total, len(slots)), copies
+
+
+def place(address: tantivy.DocAddress) -> tuple[int, int]:
+    """Where a passage is in the index: one passage, whichever query found it."""
+    return (address.segment_ord, address.doc)
+
+
+def result_count(result: tantivy.SearchResult) -> int:
+    """How many matched (a search run with count=True)."""
+    return int(result.count)  # type: ignore[attr-defined]  # set with count=True; missing from the stub
