@@ -6,7 +6,6 @@ Nothing here writes: the writer syncs, watches and embeds; a follower only reloa
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import TYPE_CHECKING
 
@@ -17,8 +16,6 @@ from kb.models import SyncReport
 if TYPE_CHECKING:
     from kb.semantic import Semantic
 
-logger = logging.getLogger(__name__)
-
 
 class Follower:
     """What one replica has taken in of the writer's work, step by step (`step`)."""
@@ -27,7 +24,6 @@ class Follower:
         self.settings = settings
         self.index = index
         self.semantic: Semantic | None = None  # the writer's vectors, and an encoder for queries
-        self.semantic_error: str | None = None
         self.coverage: float | None = 0.0  # the share of passages with a vector, when last reckoned
         self.took_in = threading.Event()  # set whenever a step takes in a commit or vectors
         self._generation: tuple[int, ...] | None = None
@@ -36,16 +32,16 @@ class Follower:
         self._covered_vectors = -1  # how many vectors there were when the coverage was reckoned
 
     def load_semantic(self) -> None:
-        """Open the writer's vectors and load an encoder for queries (a failure leaves search lexical)."""
-        try:
-            from kb.semantic import Semantic
+        """Open the writer's vectors and load an encoder for queries.
 
-            semantic = Semantic(self.index.vectors_dir, self.settings.cache_dir, repair=False)
-            semantic.load(1)  # queries only: one thread encodes one in a few ms
-            self.semantic = semantic
-        except Exception as exc:  # the caller's thread goes on: the replica answers by words only
-            self.semantic_error = f"{type(exc).__name__}: {exc}"
-            logger.warning("semantic search is unavailable here (%s); search stays lexical", exc)
+        Raises:
+            SemanticUnavailableError: the encoder cannot run here (and other failures of its loading).
+        """
+        from kb.semantic import Semantic
+
+        semantic = Semantic(self.index.vectors_dir, self.settings.cache_dir, repair=False)
+        semantic.load(1)  # queries only: one thread encodes one in a few ms
+        self.semantic = semantic
 
     def step(self) -> SyncReport | None:
         """Take in the writer's commits and vectors since the last step; what the commits changed,
@@ -58,7 +54,7 @@ class Follower:
             current = self.index.file_stats()
             if self._known is not None:
                 report = _changes(self.settings, self._known, current)
-                if not (report.added_paths or report.updated_paths or report.removed_paths):
+                if not report.changed_documents:
                     report = None
             self._known = current
             self.took_in.set()

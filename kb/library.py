@@ -186,7 +186,11 @@ class Library:
         follower = self.follower
         assert follower is not None
         if self.settings.semantic:
-            follower.load_semantic()
+            try:
+                follower.load_semantic()
+            except Exception as exc:  # the thread's top: the replica answers by words only
+                self.semantic_error = f"{type(exc).__name__}: {exc}"
+                logger.warning("semantic search is unavailable here (%s); search stays lexical", exc)
         while True:
             # Read before the step: the writer's last commit of its sync precedes the flag, so a
             # step after a look that saw the flag has taken that commit in.
@@ -253,8 +257,6 @@ class Library:
             return {"state": "unavailable", "error": self.semantic_error}
         if self.follower is not None:
             follower = self.follower
-            if follower.semantic_error is not None:
-                return {"state": "unavailable", "error": follower.semantic_error}
             if follower.semantic is None:
                 return {"state": "loading", "vectors": None, "coverage": 0.0}
             state = "ready" if follower.coverage == 1.0 else "embedding"  # by the writer
@@ -280,7 +282,7 @@ class Library:
         if not self.settings.semantic or self.semantic_error is not None:
             return None
         if self.follower is not None:
-            return None if self.follower.semantic_error is not None else self.follower.coverage
+            return self.follower.coverage
         return self.embedder.coverage if self.embedder is not None else 0.0
 
     # ---- reading -------------------------------------------------------------------------

@@ -209,3 +209,8 @@ class SyncReport(BaseModel):
     added_paths: list[str] = Field(default_factory=list, exclude=True)
     updated_paths: list[str] = Field(default_factory=list, exclude=True)
     removed_paths: list[str] = Field(default_factory=list, exclude=True)
+
+    @property
+    def changed_documents(self) -> bool:
+        """Whether any document was added, updated or removed."""
+        return bool(self.added_paths or self.updated_paths or self.removed_paths)

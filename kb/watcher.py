@@ -322,9 +322,7 @@ class Watcher:
             self._busy = None
             if observing:
                 self._state = "watching"
-            changed = report is not None and bool(
-                report.added_paths or report.updated_paths or report.removed_paths
-            )
+            changed = report is not None and report.changed_documents
             if changed:
                 self.last_commit = datetime.now(UTC)
             self._write_status()
