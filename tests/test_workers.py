@@ -11,7 +11,9 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -120,16 +122,35 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve_workers(root: Path, tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            *(sys.executable, "-m", "kb", "serve", str(root), "--index-dir", str(tmp_path / "index")),
-            *("--http", f"127.0.0.1:{port}", "--workers", "2", "--semantic", "off"),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+@dataclass
+class _Served:
+    url: str
+    process: subprocess.Popen[bytes]
+    output: tuple[bytes, bytes] = (b"", b"")  # stdout and stderr, once stopped
+
+
+@asynccontextmanager
+async def _served_by_two_workers(root: Path, tmp_path: Path, stop: signal.Signals) -> AsyncIterator[_Served]:
+    """`kb serve ROOT --http --workers 2`, ready; sent `stop` when the block ends (its output kept)."""
+    port = _free_port()
+    served = _Served(
+        f"http://127.0.0.1:{port}/mcp",
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "kb", "serve", str(root), "--index-dir", str(tmp_path / "index")),
+                *("--http", f"127.0.0.1:{port}", "--workers", "2", "--semantic", "off"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ),
     )
+    try:
+        await _wait_ready(served.url, served.process)
+        yield served
+    finally:
+        served.process.send_signal(stop)
+        served.output = served.process.communicate(timeout=TIMEOUT)
 
 
 async def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -183,11 +204,8 @@ def _roles(answers: list[Answer]) -> set[str]:
 
 @pytest.mark.anyio
 async def test_serve_with_workers_answers_from_every_process_and_each_follows_edits(sample_docs, tmp_path):
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/mcp"
-    process = _serve_workers(sample_docs, tmp_path, port)
-    try:
-        await _wait_ready(url, process)
+    async with _served_by_two_workers(sample_docs, tmp_path, signal.SIGTERM) as served:
+        url, process = served.url, served.process
         seen = await _until(url, "install", lambda answers: _roles(answers) == {"writer", "replica"})
         assert all(hits > 0 for _, _, hits in seen)
         pids = {pid for _, pid, _ in seen}
@@ -201,9 +219,7 @@ async def test_serve_with_workers_answers_from_every_process_and_each_follows_ed
             "quokkaesque",
             lambda answers: _roles(answers) == {"writer", "replica"} and all(h for _, _, h in answers),
         )
-    finally:
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=TIMEOUT)
+    out, err = served.output
     assert process.returncode == 128 + signal.SIGTERM, err.decode()[-2000:]  # as one process ends
     assert out == b""
     for pid in pids - {process.pid}:  # the replicas were stopped with the writer
@@ -213,17 +229,10 @@ async def test_serve_with_workers_answers_from_every_process_and_each_follows_ed
 
 @pytest.mark.anyio
 async def test_a_replica_stops_when_the_writer_is_killed(sample_docs, tmp_path):
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/mcp"
-    process = _serve_workers(sample_docs, tmp_path, port)
-    try:
-        await _wait_ready(url, process)
-        seen = await _until(url, "install", lambda answers: "replica" in _roles(answers))
+    async with _served_by_two_workers(sample_docs, tmp_path, signal.SIGKILL) as served:
+        seen = await _until(served.url, "install", lambda answers: "replica" in _roles(answers))
         replica = next(pid for role, pid, _ in seen if role == "replica")
         exited = os.pidfd_open(replica)  # readable once the replica has exited
-    finally:
-        process.kill()
-        process.communicate(timeout=TIMEOUT)
     try:
         readable, _, _ = select.select([exited], [], [], TIMEOUT)
         assert readable, "a replica outlived its writer"
