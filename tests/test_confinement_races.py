@@ -274,6 +274,45 @@ def test_a_fifo_is_refused_by_the_safe_read_without_blocking(tmp_path: Path) -> 
     assert isinstance(outcome, PathRefusedError) and outcome.reason == "not a regular file"
 
 
+def test_a_file_growing_while_it_is_read_reads_as_a_prefix_within_the_cap(tmp_path: Path) -> None:
+    """The read is sized by the file's stat: a file that grows meanwhile is read at least that far,
+    as the bytes it holds, never past the cap, and refused once it is past the cap."""
+    line = b"heron " * 20 + b"\n"
+    cap = len(line) * 3000
+    growing = tmp_path / "log.md"
+    growing.write_bytes(line)
+    stop = threading.Event()
+
+    def grow() -> None:
+        with open(growing, "ab") as handle:
+            while not stop.is_set() and handle.tell() <= cap:
+                handle.write(line)
+                handle.flush()
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    reads = refused = 0
+    try:
+        deadline = time.monotonic() + RACE_SECONDS
+        while time.monotonic() < deadline and not refused:
+            try:
+                data, st = read_inside(tmp_path, "log.md", cap)
+            except PathRefusedError as exc:
+                assert "size cap" in exc.reason
+                refused += 1
+                continue
+            reads += 1
+            assert st.st_size <= len(data) <= cap  # never cut at the stat's size
+            assert data == line * (len(data) // len(line)) + line[: len(data) % len(line)]
+    finally:
+        stop.set()
+        writer.join(timeout=HANG_LIMIT)
+    assert reads > 0
+    growing.write_bytes(line * 3001)  # past the cap, standing still
+    with pytest.raises(PathRefusedError, match="size cap"):
+        read_inside(tmp_path, "log.md", cap)
+
+
 # ---- what the walk sees now ----------------------------------------------------------------
 
 
