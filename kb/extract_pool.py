@@ -41,9 +41,15 @@ Task = tuple[Any, ...]  # the arguments of one call of the work function
 Batch = list[tuple[int, Task]]  # one message: tasks with their place in the submission order
 
 
-def _serve(conn: Connection, work: Callable[..., object], log_levels: dict[str, int]) -> None:
+def _serve(
+    conn: Connection,
+    work: Callable[..., object],
+    complete: Callable[[list[Any]], list[Any]] | None,
+    log_levels: dict[str, int],
+) -> None:
     """A worker's life: say it is ready, then run `work` on each task of each message it receives,
-    answering each message with the list of its results, until told to stop (None).
+    answering each message with the list of its results (passed through `complete`), until told to
+    stop (None).
 
     A worker whose parent is gone (its pipe closed) leaves quietly. It starts with SIGINT and
     SIGTERM blocked (see `_spawn`) and keeps SIGINT blocked: the parent decides when it stops.
@@ -54,7 +60,8 @@ def _serve(conn: Connection, work: Callable[..., object], log_levels: dict[str, 
     try:
         conn.send(_READY)
         while (tasks := conn.recv()) is not None:
-            conn.send([work(*task) for task in tasks])
+            results = [work(*task) for task in tasks]
+            conn.send(results if complete is None else complete(results))
     except (EOFError, OSError):  # the parent's end of the pipe is closed: it is gone
         return
 
@@ -199,7 +206,9 @@ class ExtractionPool(Generic[R]):
     Up to `batch` consecutive tasks whose `weigh(task)` adds up to at most `batch_weight` go to a
     worker in one message, within one task's budget; a task that weighs `batch_weight` goes alone.
     While the workers start, the parent runs the last tasks itself for as long as `inline(task)`
-    says it may (without a budget: only for tasks that cannot take long).
+    says it may (without a budget: only for tasks that cannot take long). `complete(results)`, if
+    given, finishes the results of each message together, in the worker, within the budget (work
+    that costs less done for many tasks at once).
     """
 
     def __init__(
@@ -214,11 +223,13 @@ class ExtractionPool(Generic[R]):
         batch_weight: int = 1,
         weigh: Callable[[Task], int] = lambda _task: 0,
         inline: Callable[[Task], bool] | None = None,
+        complete: Callable[[list[R]], list[R]] | None = None,
     ) -> None:
         # forkserver: the parent may run Tantivy's threads, which fork would copy mid-flight.
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload([__name__, work.__module__, *preload])
         self._work = work
+        self._complete = complete
         self._jobs = max(1, jobs)
         self._timeout = timeout
         self._on_timeout = on_timeout
@@ -238,7 +249,7 @@ class ExtractionPool(Generic[R]):
     def _spawn(self) -> _Worker:
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=_serve, args=(child, self._work, _parent_log_levels()), daemon=True
+            target=_serve, args=(child, self._work, self._complete, _parent_log_levels()), daemon=True
         )
         # A Ctrl-C at a terminal (or a service manager's SIGTERM) reaches every process of the
         # group, and would kill the forkserver (started by the first spawn) or a worker before
@@ -307,7 +318,8 @@ class ExtractionPool(Generic[R]):
         try:
             while starter.is_alive() and (item := feed.take_last(self._inline)) is not None:
                 seq, task = item
-                done[seq] = self._work(*task)
+                result = self._work(*task)
+                done[seq] = result if self._complete is None else self._complete([result])[0]
         finally:  # the workers started are the pool's to stop, whatever happened here
             starter.join()
             self._workers.extend(started)

@@ -65,13 +65,21 @@ def _load(root: str, path: str, known_sha: str | None, max_bytes: int, allow_har
     if sha == known_sha:
         return Loaded(sha)
     try:
-        document = extract(path, data)
-        return Loaded(sha, document, keys=passage_keys(document))
+        return Loaded(sha, extract(path, data))
     except ExtractionError as exc:
         return Loaded(sha, error=exc.reason)
     except Exception as exc:  # an extractor bug must cost one file, not the whole sync
         logger.exception("extracting %s failed unexpectedly", path)
         return Loaded(sha, error=f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _with_keys(loaded: list[Loaded]) -> list[Loaded]:
+    """`loaded`, each document with its `passage_keys`: computed for many documents at once, in the
+    worker that loaded them, they cost the writer nothing and a fraction of each alone."""
+    extracted = [(item, item.document) for item in loaded if item.document is not None]
+    for (item, _), keys in zip(extracted, passage_keys([doc for _, doc in extracted]), strict=True):
+        item.keys = keys
+    return loaded
 
 
 def _stopped(seconds: float) -> Loaded:
@@ -92,8 +100,7 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, roo
     cap, hardlinks = settings.max_file_bytes, settings.allow_hardlinks
     tasks = [(root, source.path, known, cap, hardlinks) for source, known in todo]
     if small and all(_inline_ok(s) for s, _ in todo):
-        for task in tasks:
-            yield _load(*task)
+        yield from _with_keys([_load(*task) for task in tasks])
         return
     from kb.extract_pool import ExtractionPool  # multiprocessing: not for a sync that extracts nothing
 
@@ -113,6 +120,7 @@ def _load_all(todo: list[tuple[SourceFile, str | None]], settings: Settings, roo
         batch_weight=BATCH_MAX_BYTES,
         weigh=lambda task: weights[task[1]],
         inline=lambda task: inline_ok[task[1]],
+        complete=_with_keys,
     ) as pool:
         yield from pool.map(tasks)
 

@@ -3,7 +3,7 @@ of a ranking's copies into one slot when it is read.
 
 Exact copies (the same words in the same order, whatever the numbers, case and punctuation) share
 a `passage_key`; near copies (a version's edits, a renamed product) share bands of their
-`passage_sketch` (MinHash with locality-sensitive banding), so folding looks each hit's bands up
+`passage_sketch` (one-permutation MinHash with locality-sensitive banding), so folding looks each hit's bands up
 in a dict and never compares pairs of hits.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import re
 import struct
 import zlib
@@ -57,60 +58,101 @@ def _exact_key(words: list[bytes]) -> int:
 # A passage needs this many distinct word 3-grams to be matched on part of them: different short
 # passages ("See also the chapter on X", a heading and one line) share most of what little they have.
 NEAR_MIN_SHINGLES = 24
-# The sketch: MinHash of the passage's distinct 3-grams under BANDS * ROWS hash functions, each
-# band of ROWS minima reduced to BAND_BITS bits. Passages sharing a share J of their 3-grams agree
-# on a band with probability J ** ROWS; two agreeing bands (NEAR_BANDS) make near copies, which
-# folds most pairs of J >= 0.8 and almost none below 0.5 (one shared band would fold too many).
+# The sketch: one-permutation MinHash of the passage's distinct 3-grams. Each 3-gram is hashed
+# once; its hash's top bits pick one of BANDS * ROWS bins, and each bin keeps its smallest hash
+# (an empty bin borrows the next filled one's, changed by the distance, so that two passages agree
+# on it only as often as on that bin). Each band of ROWS bins is reduced to BAND_BITS bits. Passages
+# sharing a share J of their 3-grams agree on a band with probability about J ** ROWS; two
+# agreeing bands (NEAR_BANDS) make near copies, which folds most pairs of J >= 0.8 and almost none
+# below 0.5 (one shared band would fold too many). One hash per 3-gram, where MinHash proper takes
+# one per bin, and all the passages of a batch in one pass: a sketch costs ~10 us, not ~40.
 BANDS = 8
 ROWS = 4
 BAND_BITS = 16
 NEAR_BANDS = 2
 SKETCH_FIELDS = ("sketch_a", "sketch_b")  # the bands, packed four to a 64-bit field
 _PER_FIELD = 64 // BAND_BITS
+_BINS = BANDS * ROWS
+_BIN_BITS = 5  # 2 ** 5 == _BINS
+# What is sorted: the passage's number in its batch above a 3-gram's top 40 bits (its bin, then
+# enough of its hash that two distinct 3-grams of one passage almost never share them).
+_GRAM_BITS = 40
 
 
 @functools.cache
-def _hashing() -> tuple[Any, Any, Any]:
+def _hashing() -> tuple[Any, Any]:
     """numpy and the sketch's hash constants, made on first use: only writing a passage needs them,
     and importing numpy would add to every command's start (kb search, a no-change kb index)."""
     import numpy as np
 
-    seeds = np.array(
-        [
-            int.from_bytes(hashlib.blake2b(bytes([i]), digest_size=8).digest(), "little")
-            for i in range(BANDS * ROWS)
-        ],
+    # Odd multipliers that make a 3-gram's number depend on its words' order, and a band's on its
+    # rows'; the last is what an empty bin adds for each bin it looks past.
+    multipliers = np.array(
+        [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0x632BE59BD9B4E019],
         dtype=np.uint64,
     )
-    # Odd multipliers that make a 3-gram's number depend on its words' order, and a band's on its rows'.
-    multipliers = np.array(
-        [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93], dtype=np.uint64
-    )
-    return np, seeds, multipliers
+    return np, multipliers
 
 
 def passage_sketch(text: str, *, min_shingles: int = NEAR_MIN_SHINGLES) -> tuple[int, ...]:
     """The passage's bands (see `BANDS`), packed into one number per `SKETCH_FIELDS`; zeros for a
     passage of fewer than `min_shingles` distinct 3-grams (too short to be matched on part of them)."""
-    return _sketch(_words(text), min_shingles)
+    return _sketches([_words(text)], min_shingles)[0]
 
 
-def _sketch(words: list[bytes], min_shingles: int = NEAR_MIN_SHINGLES) -> tuple[int, ...]:
+def _sketches(passages: Sequence[list[bytes]], min_shingles: int = NEAR_MIN_SHINGLES) -> list[tuple[int, ...]]:
+    """`passage_sketch` of each passage's words, computed together: numpy's cost is per call."""
     none = (0,) * len(SKETCH_FIELDS)
-    if len(words) < min_shingles + 2:
-        return none
-    np, seeds, multipliers = _hashing()
+    sketches = [none] * len(passages)
+    long_enough = [i for i, words in enumerate(passages) if len(words) >= min_shingles + 2]
+    if not long_enough:
+        return sketches
+    np, multipliers = _hashing()
+    lengths = np.array([len(passages[i]) for i in long_enough])
+    words = itertools.chain.from_iterable(passages[i] for i in long_enough)
     # CRC-32 is stable across processes (unlike `hash`) and cheap; the mixing below spreads it.
-    hashed = np.fromiter(map(zlib.crc32, words), dtype=np.uint64, count=len(words))
-    grams = np.unique(_mix(hashed[:-2] * multipliers[0] + hashed[1:-1] * multipliers[1] + hashed[2:]))
-    if len(grams) < min_shingles:
-        return none
-    minima = _mix(grams[:, None] ^ seeds[None, :]).min(axis=0).reshape(BANDS, ROWS)
-    bands = _mix((minima * multipliers[:ROWS]).sum(axis=1, dtype=np.uint64)) >> np.uint64(64 - BAND_BITS)
+    hashed = np.fromiter(map(zlib.crc32, words), dtype=np.uint64, count=int(lengths.sum()))
+    owner = np.repeat(np.arange(len(long_enough), dtype=np.uint64), lengths)
+    within = owner[:-2] == owner[2:]  # the 3-grams that do not straddle two passages
+    grams = _mix(hashed[:-2] * multipliers[0] + hashed[1:-1] * multipliers[1] + hashed[2:])[within]
+    # Sorted by passage, then bin, then hash: a passage's distinct 3-grams are the changes of value,
+    # and each bin's smallest hash is the first of its run.
+    gram_shift = np.uint64(64 - _GRAM_BITS)
+    keys = np.sort(owner[:-2][within] << np.uint64(_GRAM_BITS) | grams >> gram_shift)
+    passage_of = (keys >> np.uint64(_GRAM_BITS)).astype(np.intp)
+    distinct = np.bincount(passage_of[_firsts(np, keys)], minlength=len(long_enough))
+    cells = (keys >> np.uint64(_GRAM_BITS - _BIN_BITS)).astype(np.intp)  # passage * _BINS + bin
+    firsts = _firsts(np, cells)
+    minima = np.zeros(len(long_enough) * _BINS, dtype=np.uint64)
+    filled = np.zeros(len(long_enough) * _BINS, dtype=bool)
+    minima[cells[firsts]] = keys[firsts] & np.uint64((1 << _GRAM_BITS) - 1)
+    filled[cells[firsts]] = True
+    minima, filled = minima.reshape(-1, _BINS), filled.reshape(-1, _BINS)
+    while not filled.all():  # at most _BINS - 1 steps: every passage has a filled bin
+        borrow = ~filled & np.roll(filled, -1, axis=1)
+        minima = np.where(borrow, np.roll(minima, -1, axis=1) + multipliers[4], minima)
+        filled |= borrow
+    rows = minima.reshape(-1, BANDS, ROWS)
+    bands = _mix((rows * multipliers[:ROWS]).sum(axis=2, dtype=np.uint64)) >> np.uint64(64 - BAND_BITS)
+    for number, (i, passage_bands) in enumerate(zip(long_enough, bands.tolist(), strict=True)):
+        if distinct[number] >= min_shingles:
+            sketches[i] = _packed(passage_bands)
+    return sketches
+
+
+def _firsts(np: Any, values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of a sorted array starts."""
+    starts = np.ones(len(values), dtype=bool)
+    starts[1:] = values[1:] != values[:-1]
+    return starts
+
+
+def _packed(bands: list[int]) -> tuple[int, ...]:
+    """The bands, `_PER_FIELD` to a signed 64-bit number (what a Tantivy integer field holds)."""
     packed = []
     for field in range(len(SKETCH_FIELDS)):
         value = 0
-        for band in bands[field * _PER_FIELD : (field + 1) * _PER_FIELD].tolist():
+        for band in bands[field * _PER_FIELD : (field + 1) * _PER_FIELD]:
             value = value << BAND_BITS | band
         packed.append(value - (1 << 64) if value >> 63 else value)
     return tuple(packed)
@@ -143,14 +185,13 @@ class PassageKeys(NamedTuple):
     near: tuple[int, ...]
 
 
-def passage_keys(doc: Document) -> list[PassageKeys]:
-    """The keys of each section of `doc`, in order: what `IndexBatch.put` would compute, for a
-    caller that has spare processors to compute them on (an extraction worker)."""
-    keys = []
-    for section in doc.sections:
-        words = _words(section.text)
-        keys.append(PassageKeys(_exact_key(words), _sketch(words)))
-    return keys
+def passage_keys(docs: Sequence[Document]) -> list[list[PassageKeys]]:
+    """The keys of each section of each of `docs`, in order: what `IndexBatch.put` would compute,
+    for a caller that has spare processors to compute them on (an extraction worker). Many
+    documents at once cost far less than each alone."""
+    words = [_words(section.text) for doc in docs for section in doc.sections]
+    keys = iter([PassageKeys(_exact_key(w), near) for w, near in zip(words, _sketches(words), strict=True)])
+    return [[next(keys) for _ in doc.sections] for doc in docs]
 
 
 def one_slot_per_passage(

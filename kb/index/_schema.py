@@ -14,7 +14,7 @@ import tantivy
 from kb.index._copies import SKETCH_FIELDS, PassageKeys, passage_keys
 from kb.models import Document, ManifestEntry, Section
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6  # 6: near-copy sketches by one-permutation MinHash
 # Title, heading and body: words lowercased, accents folded ('café' is 'cafe', 'straße' is 'strasse')
 # and English stems. Tantivy keeps no analyzer in the index, so every opening registers it.
 TEXT_TOKENIZER = "kb_text"
@@ -98,7 +98,7 @@ def section_records(
     """One record per section of `doc`, in order; `keys` are its `passage_keys` if known."""
     mtime = entry.mtime_ns // 1_000_000_000
     num = doc_num(doc.path)
-    keys = passage_keys(doc) if keys is None else keys
+    keys = passage_keys([doc])[0] if keys is None else keys
     records = []
     for ordinal, (section, key) in enumerate(zip(doc.sections, keys, strict=True)):
         record = tantivy.Document(
