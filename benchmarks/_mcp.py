@@ -117,6 +117,39 @@ async def _latency(server: list[str], queries: list[str], errlog: Any) -> dict[s
     }
 
 
+async def _listing(server: list[str], errlog: Any) -> dict[str, Any]:
+    async with _client(server, errlog) as client:
+        started = time.perf_counter()
+        while "indexing" in await _search(client, "index"):  # list a whole index, not a growing one
+            if time.perf_counter() - started > 600:
+                raise McpFailure("the server still reports indexing after 600 s")
+            await anyio.sleep(0.1)
+        times, sizes, cursor = [], [], None
+        while True:
+            t0 = time.perf_counter()
+            page = await client.list_resources(cursor=cursor)
+            times.append((time.perf_counter() - t0) * 1000)
+            sizes.append(len(page.resources))
+            if not (cursor := page.next_cursor):
+                break
+    return {
+        "pages": len(times),
+        "listed": sum(sizes),
+        "page_size": max(sizes),
+        "slowest_page": times.index(max(times)) + 1,
+        "first_ms": times[0],
+        "p50_ms": statistics.median(times),
+        "max_ms": max(times),
+        "all_s": sum(times) / 1000,
+    }
+
+
+def resource_pages(root: Path, index_dir: Path) -> dict[str, Any]:
+    """Time every page of `resources/list` from a `kb serve` of the whole index, once its start-up
+    sync has settled: the first page (which reads the sorted list of paths), then each page on."""
+    return dict(_run(_listing, kb_server(root, index_dir)))
+
+
 def _server_times(errlog: Any) -> list[float]:
     """The server's own milliseconds per search call, from its audit records, in order."""
     errlog.seek(0)

@@ -112,8 +112,9 @@ def bench_pdf(root: Path, tmp: Path, repeat: int) -> dict[str, Any]:
     }
 
 
-def bench_synthetic(n: int, tmp: Path, repeat: int) -> dict[str, Any]:
-    """As `bench_markdown`, on a made-up tree of `n` small files: naive and cold kb runs alternate."""
+def bench_synthetic(n: int, tmp: Path, repeat: int, queries: int) -> dict[str, Any]:
+    """As `bench_markdown`, on a made-up tree of `n` small files (naive and cold kb runs alternate),
+    then MCP search latency beside the floor and every page of resources/list, at that scale."""
     root = tmp / "synthetic"
     _corpus.synthetic(root, n)
     files, size = _corpus.files_and_bytes(root)
@@ -123,7 +124,11 @@ def bench_synthetic(n: int, tmp: Path, repeat: int) -> dict[str, Any]:
         cold_runs.append(_cold(root, tmp / "synthetic-index"))
     naive, cold = _median(naive_runs), _median(cold_runs)
     again = _median([_run_figures(*kb_index(root, tmp / "synthetic-index")) for _ in range(repeat)])
+    words = _corpus.queries(root, queries)
+    canned = _mcp.canned_result(root, tmp / "synthetic-index", words[0], tmp / "synthetic-canned.json")
     return {
+        "search": _mcp.search_latency(root, tmp / "synthetic-index", words, canned),
+        "listing": _mcp.resource_pages(root, tmp / "synthetic-index"),
         "files": files,
         "mb": size / MB,
         "naive": naive,
@@ -227,7 +232,7 @@ def main() -> int:
             if not args.skip_freshness:  # last: it edits the corpus and adds files to it
                 _attempt(figures, "freshness", bench_freshness, md, tmp)
         if args.synthetic:
-            _attempt(figures, "synthetic", bench_synthetic, args.synthetic, tmp, repeat)
+            _attempt(figures, "synthetic", bench_synthetic, args.synthetic, tmp, repeat, queries)
     print(json.dumps(figures, indent=2) if args.json else table(figures))
     return 1 if any(isinstance(v, dict) and "error" in v for v in figures.values()) else 0
 
@@ -260,6 +265,32 @@ def table(f: dict[str, Any]) -> str:
             "    peak RSS", f"{r['peak_rss_mb']:.0f} MB largest process, {r['peak_tree_mb']:.0f} MB all", goal
         )
 
+    def latency(s: dict[str, Any]) -> None:
+        row(
+            "  queries",
+            f"{s['queries']} timed ({s['empty_results']} with no result), protocol {s['protocol']}",
+        )
+        row("  p50 / p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms")
+        row("  the floor (same SDK, canned result)", f"{s['floor_p50_ms']:.1f} / {s['floor_p99_ms']:.1f} ms")
+        row(
+            "  kb over the floor, p50 / p99",
+            f"{s['over_floor_p50_ms']:+.1f} / {s['over_floor_p99_ms']:+.1f} ms",
+            "<= +2 / +10 ms",
+        )
+        row(
+            "  p50 of each round, kb / floor",
+            f"{', '.join(f'{v:.1f}' for v in s['rounds_p50_ms'])} / "
+            f"{', '.join(f'{v:.1f}' for v in s['floor_rounds_p50_ms'])} ms",
+        )
+        row("  p90, max", f"{s['p90_ms']:.1f} ms, {s['max_ms']:.1f} ms")
+        if s["server_p50_ms"] is not None:
+            row(
+                "  of which in the server",
+                f"p50 {s['server_p50_ms']:.1f} / p99 {s['server_p99_ms']:.1f} ms",
+                "p50 <= 2 ms",
+            )
+        row("  start-up sync settled after", f"{s['sync_settled_s']:.2f} s (before timing)")
+
     if m := section("markdown", f"Markdown corpus ({f['corpus']})"):
         n, cold = m["naive"], m["cold"]
         row("  files, size", f"{m['files']:,} files, {m['mb']:.1f} MB ({cold['documents']:,} indexed by kb)")
@@ -289,31 +320,9 @@ def table(f: dict[str, Any]) -> str:
             f"p50 {r['floor_p50_s']:.2f} s; kb over it {r['over_floor_p50_s'] * 1000:+.0f} ms",
             "<= +200 ms",
         )
+
     if s := section("search", "MCP search latency (stdio, official SDK client)"):
-        row(
-            "  queries",
-            f"{s['queries']} timed ({s['empty_results']} with no result), protocol {s['protocol']}",
-        )
-        row("  p50 / p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms")
-        row("  the floor (same SDK, canned result)", f"{s['floor_p50_ms']:.1f} / {s['floor_p99_ms']:.1f} ms")
-        row(
-            "  kb over the floor, p50 / p99",
-            f"{s['over_floor_p50_ms']:+.1f} / {s['over_floor_p99_ms']:+.1f} ms",
-            "<= +2 / +10 ms",
-        )
-        row(
-            "  p50 of each round, kb / floor",
-            f"{', '.join(f'{v:.1f}' for v in s['rounds_p50_ms'])} / "
-            f"{', '.join(f'{v:.1f}' for v in s['floor_rounds_p50_ms'])} ms",
-        )
-        row("  p90, max", f"{s['p90_ms']:.1f} ms, {s['max_ms']:.1f} ms")
-        if s["server_p50_ms"] is not None:
-            row(
-                "  of which in the server",
-                f"p50 {s['server_p50_ms']:.1f} / p99 {s['server_p99_ms']:.1f} ms",
-                "p50 <= 2 ms",
-            )
-        row("  start-up sync settled after", f"{s['sync_settled_s']:.2f} s (before timing)")
+        latency(s)
     if s := section("search_semantic", "MCP search latency with semantic search on"):
         row("  passages embedded by kb index", f"{s['embedded']} in {s['embedding_s']:.1f} s")
         row("  p50 / p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms")
@@ -364,6 +373,19 @@ def table(f: dict[str, Any]) -> str:
             "  no-change / cold",
             f"{y['nochange_pct_wall']:.1f}% wall ({y['nochange_pct_own']:.1f}% inner)",
             "<= 5%",
+        )
+        row("", "")
+        row(f"MCP search latency on the synthetic tree ({y['files']:,} files)", "")
+        latency(y["search"])
+        li = y["listing"]
+        row(
+            "  resources/list, every page",
+            f"{li['listed']:,} resources in {li['pages']} pages of {li['page_size']} in {li['all_s']:.2f} s",
+        )
+        row(
+            "    page p50 / max, first page",
+            f"{li['p50_ms']:.1f} / {li['max_ms']:.1f} ms (page {li['slowest_page']}), first {li['first_ms']:.1f} ms",
+            "<= 10 ms a page",
         )
     width = max(len(r[0]) for r in rows)
     lines = [f"kb benchmark: {f['machine']}", f"{'':{width}}  {'figure':66} goal"]

@@ -167,6 +167,29 @@ def test_stats_count_documents_and_sections(index: SearchIndex) -> None:
     assert stats.last_indexed is not None
 
 
+@pytest.mark.parametrize("per_aggregation", [50_000, 3, 1])
+def test_paths_and_stats_come_from_the_columns_in_parts_and_leave_removed_files_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_aggregation: int
+) -> None:
+    """A terms aggregation answers a bounded number of paths: a large index is read in parts
+    (here forced down to 3 and 1 paths a part), and what a sync removed is never listed."""
+    files = {f"notes/n{i:02d}.md": f"# Note {i}\n\nThe heron {i} waits.\n" for i in range(40)}
+    index = build(tmp_path, {**DOCS, **files})
+    for gone in ("notes/n07.md", "notes/n31.md", "notes/garden.txt"):
+        (tmp_path / "docs" / gone).unlink()
+    sync(Settings(root=tmp_path / "docs", index_dir=tmp_path / "idx"), index)
+    monkeypatch.setattr("kb.index._index.PATHS_PER_AGGREGATION", per_aggregation)
+    on_disk = sorted(p.relative_to(tmp_path / "docs").as_posix() for p in (tmp_path / "docs").rglob("*.*"))
+    assert index.document_paths() == on_disk and len(on_disk) == 41
+    stats = index.file_stats()
+    assert sorted(stats) == on_disk
+    for rel, (size, mtime_ns) in stats.items():
+        st = (tmp_path / "docs" / rel).stat()
+        assert (size, mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert sorted(index.file_stats(under=["notes"])) == [p for p in on_disk if p.startswith("notes/")]
+    assert index.file_stats(under=["notes/n07.md", "guide"]) == {"guide/install.md": stats["guide/install.md"]}
+
+
 def test_an_index_built_for_another_root_is_refused_with_a_hint_to_rebuild(tmp_path: Path) -> None:
     index = build(tmp_path)
     other = tmp_path / "other"

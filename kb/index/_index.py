@@ -32,6 +32,7 @@ from kb.index._results import SNIPPET_CHARS, hit
 from kb.index._schema import (
     SCHEMA_VERSION,
     build_schema,
+    doc_num,
     file_record_query,
     int_of,
     passage_text,
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 MAX_COPIES_NAMED = 5
 MAX_PREFIX_QUERY = 64
+# Tantivy's aggregations stop at 65,000 buckets.
+PATHS_PER_AGGREGATION = 50_000
 
 # The vector keys nearest the query in meaning, best first, with their similarity: of every passage,
 # or of `among` only.
@@ -149,60 +152,79 @@ class SearchIndex:
     def _term(self, field: str, value: str) -> tantivy.Query:
         return tantivy.Query.term_query(self._schema, field, value)
 
-    def _all_of_kind(self, kind: str, under: list[str] | None = None) -> Iterator[tantivy.Document]:
-        """Every record of one kind (or those at or below `under`), one at a time: holding 50,000
-        stored records at once would cost hundreds of MB."""
-        searcher = self._searcher()
-        if searcher.num_docs == 0 or under == []:
-            return
-        query = self._term("kind", kind)
-        if under is not None:
-            regex = "|".join(f"({prefix_regex(p)})" for p in under)
-            query = tantivy.Query.boolean_query(
-                [
-                    (tantivy.Occur.Must, query),
-                    (tantivy.Occur.Must, tantivy.Query.regex_query(self._schema, "path", regex)),
-                ]
-            )
-        matching = result_count(searcher.search(query, limit=1, count=True))
-        if matching:
-            for _, address in searcher.search(query, limit=matching, count=False).hits:
-                yield searcher.doc(address)
+    def _files_query(self, under: list[str] | None) -> tantivy.Query:
+        """The query of the file records at or below `under` (of them all with None)."""
+        query = self._term("kind", "file")
+        if under is None:
+            return query
+        regex = "|".join(f"({prefix_regex(p)})" for p in under)
+        return tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Must, query),
+                (tantivy.Occur.Must, tantivy.Query.regex_query(self._schema, "path", regex)),
+            ]
+        )
 
-    def _manifest_records(self, under: list[str] | None) -> Iterator[tantivy.Document]:
-        """The file records of every indexed file, or of those at or below `under`."""
-        if under is not None and len(under) > MAX_PREFIX_QUERY:
-            # One regex of thousands of alternatives compiles slower than reading the whole manifest.
-            prefixes = tuple(p.strip("/") for p in under)
-            below = tuple(f"{p}/" for p in prefixes)
-            for record in self._all_of_kind("file"):
-                path = text_of(record, "path")
-                if path in prefixes or path.startswith(below):
-                    yield record
-            return
-        yield from self._all_of_kind("file", under)
+    def _paths(
+        self,
+        searcher: tantivy.Searcher,
+        query: tantivy.Query,
+        count: int,
+        within: tuple[int, int] = (-(2**63), 2**63 - 1),
+    ) -> list[str]:
+        """The paths of the `count` records `query` matches (one record a path), read from the
+        path column by a terms aggregation: no record is loaded (loading 50,000 took 0.15-0.25 s,
+        this 0.04 s). One aggregation answers at most `PATHS_PER_AGGREGATION`; more are read in
+        halves of the `within` range of the records' doc_num (a hash, so the halves come out even)."""
+        lower, upper = within
+        if count <= PATHS_PER_AGGREGATION or lower == upper:
+            terms = {"terms": {"field": "path", "size": max(count, 1)}}
+            return [bucket["key"] for bucket in searcher.aggregate(query, {"paths": terms})["paths"]["buckets"]]
+        middle = (lower + upper) // 2
+        paths = []
+        for half in ((lower, middle), (middle + 1, upper)):
+            in_half = tantivy.Query.range_query(self._schema, "doc_num", tantivy.FieldType.Integer, *half)
+            part = tantivy.Query.boolean_query([(tantivy.Occur.Must, query), (tantivy.Occur.Must, in_half)])
+            paths.extend(self._paths(searcher, part, result_count(searcher.search(part, limit=1, count=True)), half))
+        return paths
 
     def manifest(self, under: list[str] | None = None) -> dict[str, ManifestEntry]:
         """The manifest record of every indexed file, by path; or only those at or below `under`."""
-        entries = {}
-        for record in self._manifest_records(under):
-            entry = ManifestEntry.model_validate_json(text_of(record, "manifest"))
-            entries[entry.path] = entry
-        return entries
+        return self.entries(sorted(self.file_stats(under)))
 
     def file_stats(self, under: list[str] | None = None) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every indexed file, by path, or of those at or below `under`: what a
-        sync compares with the folder, at about half the cost of the whole `manifest` (a tree of
-        unchanged files needs no more)."""
+        sync compares with the folder, from the file records' columns (no record is loaded)."""
+        searcher = self._searcher()
+        if searcher.num_docs == 0 or under == []:
+            return {}
+        # One regex of thousands of alternatives compiles slower than reading every file's stat.
+        many = under is not None and len(under) > MAX_PREFIX_QUERY
+        query = self._files_query(None if many else under)
+        count = result_count(searcher.search(query, limit=1, count=True))
+        if not count:
+            return {}
+        addresses = [address for _, address in searcher.search(query, limit=count, count=False).hits]
+        nums, sizes, mtimes = (searcher.fast_field_values(f, addresses) for f in ("doc_num", "size", "mtime_ns"))
+        by_num = {num: (size, mtime) for num, size, mtime in zip(nums, sizes, mtimes, strict=True)}
         stats = {}
-        for record in self._manifest_records(under):
-            entry = json.loads(text_of(record, "manifest"))
-            stats[entry["path"]] = (entry["size"], entry["mtime_ns"])
+        for path in self._paths(searcher, query, count):
+            found = by_num.get(doc_num(path))
+            if found is not None:
+                stats[path] = (int(found[0] or 0), int(found[1] or 0))
+        if many:
+            assert under is not None
+            prefixes = tuple(p.strip("/") for p in under)
+            below = tuple(f"{p}/" for p in prefixes)
+            stats = {path: st for path, st in stats.items() if path in prefixes or path.startswith(below)}
         return stats
 
     def document_paths(self) -> list[str]:
         """Every indexed document's path, sorted."""
-        return sorted(text_of(record, "path") for record in self._all_of_kind("file"))
+        searcher = self._searcher()
+        query = self._files_query(None)
+        count = result_count(searcher.search(query, limit=1, count=True)) if searcher.num_docs else 0
+        return sorted(self._paths(searcher, query, count)) if count else []
 
     def entries(self, paths: list[str]) -> dict[str, ManifestEntry]:
         """The manifest records of these paths (those indexed), in one lookup."""

@@ -14,7 +14,7 @@ import tantivy
 from kb.index._copies import SKETCH_FIELDS, PassageKeys, passage_keys
 from kb.models import Document, ManifestEntry, Section
 
-SCHEMA_VERSION = 6  # 6: near-copy sketches by one-permutation MinHash
+SCHEMA_VERSION = 6  # 6: near-copy sketches by one-permutation MinHash; file records' stat columns
 # Title, heading and body: words lowercased, accents folded ('café' is 'cafe', 'straße' is 'strasse')
 # and English stems. Tantivy keeps no analyzer in the index, so every opening registers it.
 TEXT_TOKENIZER = "kb_text"
@@ -68,6 +68,9 @@ def build_schema() -> tantivy.Schema:
     sb.add_integer_field("line_start", stored=True)
     sb.add_integer_field("line_end", stored=True)
     sb.add_integer_field("mtime", stored=True, indexed=True, fast=True)  # seconds since the epoch
+    # File records: the stat a sync compares, as columns (see `SearchIndex.file_stats`).
+    sb.add_integer_field("size", fast=True)
+    sb.add_integer_field("mtime_ns", fast=True)
     sb.add_text_field("manifest", stored=True, tokenizer_name="raw")  # ManifestEntry JSON, file records only
     return sb.build()
 
@@ -134,7 +137,10 @@ def file_record(entry: ManifestEntry) -> tantivy.Document:
         path=entry.path,
         title=entry.title,
         format=entry.format,
+        doc_num=doc_num(entry.path),
         mtime=entry.mtime_ns // 1_000_000_000,
+        size=entry.size,
+        mtime_ns=entry.mtime_ns,
         manifest=entry.model_dump_json(),
     )
 
