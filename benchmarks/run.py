@@ -384,7 +384,8 @@ def table(f: dict[str, Any]) -> str:
         )
         row(
             "    page p50 / max, first page",
-            f"{li['p50_ms']:.1f} / {li['max_ms']:.1f} ms (page {li['slowest_page']}), first {li['first_ms']:.1f} ms",
+            f"{li['p50_ms']:.1f} / {li['max_ms']:.1f} ms (page {li['slowest_page']}), "
+            f"first {li['first_ms']:.1f} ms",
             "<= 10 ms a page",
         )
     width = max(len(r[0]) for r in rows)

@@ -3,8 +3,8 @@ of a ranking's copies into one slot when it is read.
 
 Exact copies (the same words in the same order, whatever the numbers, case and punctuation) share
 a `passage_key`; near copies (a version's edits, a renamed product) share bands of their
-`passage_sketch` (one-permutation MinHash with locality-sensitive banding), so folding looks each hit's bands up
-in a dict and never compares pairs of hits.
+`passage_sketch` (one-permutation MinHash with locality-sensitive banding), so folding looks each
+hit's bands up in a dict and never compares pairs of hits.
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ class SearchIndex:
         if searcher.num_docs == 0 or under == []:
             return {}
         # One regex of thousands of alternatives compiles slower than reading every file's stat.
-        many = under is not None and len(under) > MAX_PREFIX_QUERY
+        many = under if under is not None and len(under) > MAX_PREFIX_QUERY else None
         query = self._files_query(None if many else under)
         count = result_count(searcher.search(query, limit=1, count=True))
         if not count:
@@ -213,8 +213,7 @@ class SearchIndex:
             if found is not None:
                 stats[path] = (int(found[0] or 0), int(found[1] or 0))
         if many:
-            assert under is not None
-            prefixes = tuple(p.strip("/") for p in under)
+            prefixes = tuple(p.strip("/") for p in many)
             below = tuple(f"{p}/" for p in prefixes)
             stats = {path: st for path, st in stats.items() if path in prefixes or path.startswith(below)}
         return stats
