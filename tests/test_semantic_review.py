@@ -126,7 +126,9 @@ def test_a_search_while_the_vectors_are_read_again_still_finds_them(tmp_path: Pa
     assert query is not None and len(serving.nearest(query, 3)) == len(TOPICS)
     # Another process merges the segments (dropping one vector no passage uses any more)...
     other = VectorStore(folder, *_model())
-    keep = set(list(other._row)[1:])
+    index = SearchIndex.open(settings.index_dir, settings.root)
+    keep = set(sorted(index.vector_keys())[1:])
+    index.close()
     other.compact(lambda: keep)
     # ...and a segment arrives that takes a while to read: a named pipe, read once something writes.
     pipe = folder / f"{SEGMENT_PREFIX}0-slow.npz"
@@ -233,3 +235,38 @@ def test_a_preparation_killed_midway_leaves_no_lasting_files_in_the_cache(tmp_pa
     os.utime(left, (hours_ago, hours_ago))
     Semantic(tmp_path / "vectors", cache).load(threads=1)
     assert not left.exists()
+
+
+def test_searches_racing_many_small_writes_always_see_whole_rows(tmp_path: Path) -> None:
+    """Writes land in room past the rows a search reads (copied into larger room now and then): a
+    search running meanwhile sees whole rows, each vector under its own key."""
+    model_id, dimensions = _model()
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((600, dimensions)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1)[:, None]
+    store = VectorStore(tmp_path / "vectors", model_id, dimensions)
+    done = threading.Event()
+    wrong: list[tuple[int, int, float]] = []
+
+    def search() -> None:
+        probe = np.random.default_rng(8)
+        while not done.is_set():
+            i = int(probe.integers(len(vectors)))
+            for key, similarity in store.nearest(vectors[i], 3):
+                if abs(float(vectors[key] @ vectors[i]) - similarity) > 1e-4:
+                    wrong.append((i, key, similarity))
+
+    searcher = threading.Thread(target=search)
+    searcher.start()
+    try:
+        for start in range(0, len(vectors), 8):  # 75 writes: the room grows many times
+            store.add(list(range(start, start + 8)), vectors[start : start + 8])
+        store.add([0, 1, 2], vectors[:3])  # known keys: nothing added
+    finally:
+        done.set()
+        searcher.join(30)
+    assert wrong == []
+    assert len(store) == len(vectors)
+    for i in (0, 7, 8, 300, 599):  # each key's row, by the key (what a filtered search reads)
+        assert [key for key, _ in store.nearest(vectors[i], 1, among=[i, 599 - i])] == [i]
+    assert len(VectorStore(tmp_path / "vectors", model_id, dimensions)) == len(vectors)  # as written

@@ -123,6 +123,8 @@ class Semantic:
         encoder = self.encoder
         if encoder is None:
             return 0
+        if total:  # room for them all now, rather than room made again and again
+            self.store.reserve(total)
         fresh = ((key, text) for key, text in passages if not self.store.has(key))
         done = 0
         pending_keys: list[int] = []
