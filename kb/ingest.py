@@ -74,8 +74,8 @@ def _load(root: str, path: str, known_sha: str | None, max_bytes: int, allow_har
 
 
 def _with_keys(loaded: list[Loaded]) -> list[Loaded]:
-    """`loaded`, each document with its `passage_keys`: computed for many documents at once, in the
-    worker that loaded them, they cost the writer nothing and a fraction of each alone."""
+    """`loaded`, each document with its `passage_keys`, computed in the worker that loaded them (the
+    writer's time is the sync's) and for all of them at once (a fraction of each alone)."""
     extracted = [(item, item.document) for item in loaded if item.document is not None]
     for (item, _), keys in zip(extracted, passage_keys([doc for _, doc in extracted]), strict=True):
         item.keys = keys
