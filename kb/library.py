@@ -22,7 +22,7 @@ from kb.config import Settings
 from kb.errors import DocumentNotFoundError, ExtractionError, KbError, NotIndexedYetError, PathRefusedError
 from kb.extractors import decode, extract, format_for
 from kb.follower import Follower
-from kb.index import DEFAULT_RANKING, Nearest, Ranking, SearchIndex
+from kb.index import DEFAULT_RANKING, Nearest, Ranking, SearchIndex, plain_words
 from kb.models import (
     RENDERED_FORMATS,
     DocId,
@@ -506,11 +506,13 @@ def search(
         QueryError: a filter is malformed.
     """
     nearest: Nearest | None = None
-    if semantic is not None and semantic.encoder is not None:
+    # Query syntax is searched as written: nothing to start by meaning (the index would not use it).
+    if semantic is not None and semantic.encoder is not None and plain_words(query):
         count = index.ranking.vector_candidates
-        if any(options.get(name) for name in FILTERS):
+        filtered = any(options.get(name) for name in FILTERS)
+        if filtered:
             count *= 10  # the filters will keep only some of them (unless they are all ranked)
-        pending = semantic.nearest_soon(query, count)
+        pending = semantic.nearest_soon(query, count, filtered=filtered)
 
         def nearest_keys(among: Collection[int] | None) -> list[tuple[int, float]]:
             try:

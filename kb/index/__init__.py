@@ -6,7 +6,7 @@ Nothing above it sees a Tantivy type, so another engine could stand behind the s
 from kb.index._batch import IndexBatch
 from kb.index._index import Nearest, SearchIndex
 from kb.index._lock import HOLDER_FILE, pid_alive
-from kb.index._query import DEFAULT_RANKING, MAX_QUERY_CHARS, Ranking
+from kb.index._query import DEFAULT_RANKING, MAX_QUERY_CHARS, Ranking, plain_words
 from kb.index._copies import PassageKeys, passage_keys
 from kb.index._schema import SCHEMA_VERSION
 
@@ -22,4 +22,5 @@ __all__ = [
     "SearchIndex",
     "passage_keys",
     "pid_alive",
+    "plain_words",
 ]

@@ -339,6 +339,12 @@ def _boosted(query: tantivy.Query, boost: float) -> tantivy.Query:
     return query if boost == 1.0 else tantivy.Query.boost_query(query, boost)
 
 
+def plain_words(text: str) -> bool:
+    """Whether a query is plain words (a question, keywords) rather than query syntax (operators,
+    phrases, fields, prefixes): only plain words are also searched by meaning."""
+    return not _OPERATOR.search(text) or bool(_unknown_fields(text))
+
+
 def _unknown_fields(text: str) -> set[str]:
     return {m for m in re.findall(r"(\w+):", text) if m not in QUERYABLE_FIELDS}
 
@@ -469,6 +475,6 @@ def plan_query(
         expand if parsed.terms and ranking.feedback_terms else None,
         None if parsed.terms else as_words,
         parsed.corrections,
-        natural=not _OPERATOR.search(text) or bool(_unknown_fields(text)),
+        natural=plain_words(text),
         restrict=lambda query: _restrict(query, filters),
     )

@@ -65,16 +65,26 @@ class Semantic:
         return self.encoder
 
     def nearest_soon(
-        self, query: str, count: int
+        self, query: str, count: int, *, filtered: bool = False
     ) -> Callable[[Collection[int] | None], list[tuple[int, float]]]:
-        """`nearest`, its query's encoding (a few ms) started now in another thread while the caller
-        does its lexical search; call the result (with `among`, if any) for the keys."""
+        """`nearest`, started now in another thread while the caller does its lexical search: the
+        query's encoding (~0.5 ms) and, unless the caller filters (and may name `among`), the
+        product with every vector (4.5 ms at 100,000: numpy lets go of the interpreter for it, so
+        it runs beside the lexical search). Call the result (with `among`, if any) for the keys."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-query")
-        encoding = self._pool.submit(self._vector, query)
+
+        def encode_and_rank() -> tuple[np.ndarray | None, list[tuple[int, float]] | None]:
+            vector = self._vector(query)
+            return vector, None if filtered else self._ranked(vector, count, None)
+
+        started = self._pool.submit(encode_and_rank)
 
         def ranked(among: Collection[int] | None) -> list[tuple[int, float]]:
-            return self._ranked(encoding.result(), count, among)
+            vector, of_all = started.result()
+            if among is None and of_all is not None:
+                return of_all
+            return self._ranked(vector, count, among)
 
         return ranked
 
