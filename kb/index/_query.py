@@ -341,7 +341,7 @@ def _boosted(query: tantivy.Query, boost: float) -> tantivy.Query:
 
 def plain_words(text: str) -> bool:
     """Whether a query is plain words (a question, keywords) rather than query syntax (operators,
-    phrases, fields, prefixes): only plain words are also searched by meaning."""
+    phrases, prefixes, fields kb knows): only plain words are also searched by meaning."""
     return not _OPERATOR.search(text) or bool(_unknown_fields(text))
 
 
