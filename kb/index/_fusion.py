@@ -18,7 +18,7 @@ def filtered_keys(searcher: tantivy.Searcher, plan: QueryPlan) -> list[int] | No
     """The vector keys of the passages the filters let through, if few enough to rank them all
     by meaning (None: so many that the nearest of all passages hold enough of them)."""
     passing = plan.restrict(tantivy.Query.all_query())
-    count = result_count(searcher.search(passing, limit=1, count=True))
+    count = matching(searcher, passing)
     if count > MAX_RANKED_BY_MEANING:
         return None
     addresses = [address for _, address in searcher.search(passing, limit=max(count, 1), count=False).hits]
@@ -111,7 +111,7 @@ def fuse(
                 ),
             ]
         )
-        lexical_too = result_count(searcher.search(both, limit=1, count=True))
+        lexical_too = matching(searcher, both)
         ranked = fused + later
         return ranked, max(total + len(meaning) - lexical_too, len(ranked)), [[] for _ in ranked]
     slots, copies = one_slot_per_passage(searcher, fused + later)
@@ -126,6 +126,11 @@ def fuse(
 def place(address: tantivy.DocAddress) -> tuple[int, int]:
     """Where a passage is in the index: one passage, whichever query found it."""
     return (address.segment_ord, address.doc)
+
+
+def matching(searcher: tantivy.Searcher, query: tantivy.Query) -> int:
+    """How many records `query` matches (counted; no hit is kept)."""
+    return result_count(searcher.search(query, limit=1, count=True))
 
 
 def result_count(result: tantivy.SearchResult) -> int:

@@ -26,7 +26,7 @@ from kb.index import _lock
 from kb.index._batch import IndexBatch
 from kb.index._copies import one_slot_per_passage
 from kb.index._folder import VECTORS_FOLDER, open_folder
-from kb.index._fusion import MAX_HITS_SCANNED, by_meaning, filtered_keys, fuse, place, result_count
+from kb.index._fusion import MAX_HITS_SCANNED, by_meaning, filtered_keys, fuse, matching, place, result_count
 from kb.index._query import DEFAULT_RANKING, QueryPlan, Ranking, plan_query, prefix_regex
 from kb.index._results import SNIPPET_CHARS, hit
 from kb.index._schema import (
@@ -185,7 +185,7 @@ class SearchIndex:
         for half in ((lower, middle), (middle + 1, upper)):
             in_half = tantivy.Query.range_query(self._schema, "doc_num", tantivy.FieldType.Integer, *half)
             part = tantivy.Query.boolean_query([(tantivy.Occur.Must, query), (tantivy.Occur.Must, in_half)])
-            paths.extend(self._paths(searcher, part, result_count(searcher.search(part, limit=1, count=True)), half))
+            paths.extend(self._paths(searcher, part, matching(searcher, part), half))
         return paths
 
     def manifest(self, under: list[str] | None = None) -> dict[str, ManifestEntry]:
@@ -201,7 +201,7 @@ class SearchIndex:
         # One regex of thousands of alternatives compiles slower than reading every file's stat.
         many = under if under is not None and len(under) > MAX_PREFIX_QUERY else None
         query = self._files_query(None if many else under)
-        count = result_count(searcher.search(query, limit=1, count=True))
+        count = matching(searcher, query)
         if not count:
             return {}
         addresses = [address for _, address in searcher.search(query, limit=count, count=False).hits]
@@ -222,7 +222,7 @@ class SearchIndex:
         """Every indexed document's path, sorted."""
         searcher = self._searcher()
         query = self._files_query(None)
-        count = result_count(searcher.search(query, limit=1, count=True)) if searcher.num_docs else 0
+        count = matching(searcher, query) if searcher.num_docs else 0
         return sorted(self._paths(searcher, query, count)) if count else []
 
     def entries(self, paths: list[str]) -> dict[str, ManifestEntry]:
@@ -272,10 +272,10 @@ class SearchIndex:
                     (tantivy.Occur.Must, tantivy.Query.term_set_query(self._schema, "path", paths)),
                 ]
             )
-        matching = result_count(searcher.search(query, limit=1, count=True)) if paths != [] else 0
-        if not matching:
+        count = matching(searcher, query) if paths != [] else 0
+        if not count:
             return []
-        addresses = [address for _, address in searcher.search(query, limit=matching, count=False).hits]
+        addresses = [address for _, address in searcher.search(query, limit=count, count=False).hits]
         keys = searcher.fast_field_values("vector_key", addresses)
         return [(address, int(key or 0)) for address, key in zip(addresses, keys, strict=True)]
 
@@ -335,8 +335,8 @@ class SearchIndex:
     def stats(self) -> IndexStats:
         """Counts and sizes for `kb status` and the `kb://status` resource."""
         searcher = self._searcher()
-        documents = result_count(searcher.search(self._term("kind", "file"), limit=1, count=True))
-        sections = result_count(searcher.search(self._term("kind", "section"), limit=1, count=True))
+        documents = matching(searcher, self._term("kind", "file"))
+        sections = matching(searcher, self._term("kind", "section"))
         size = sum(f.stat().st_size for f in self.index_dir.iterdir() if f.is_file())
         meta = self.index_dir / "meta.json"
         last = datetime.fromtimestamp(meta.stat().st_mtime, UTC) if documents and meta.exists() else None
