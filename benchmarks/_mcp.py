@@ -70,14 +70,21 @@ async def _ready_once(server: list[str], errlog: Any) -> float:
         return time.perf_counter() - started
 
 
+async def _settled(client: Client, query: str, pending: set[str], limit_s: float) -> dict[str, Any]:
+    """The result of `query` once it has none of the `pending` keys ("indexing": the start-up sync;
+    "semantic_coverage": the embedding), searched again every 0.1 s for at most `limit_s`."""
+    started = time.perf_counter()
+    while pending & set(result := await _search(client, query)):
+        if time.perf_counter() - started > limit_s:
+            raise McpFailure(f"the server still reports {' or '.join(sorted(pending))} after {limit_s:g} s")
+        await anyio.sleep(0.1)
+    return result
+
+
 async def _canned(server: list[str], query: str, errlog: Any) -> dict[str, Any]:
     """One real kb result and kb's published output schema, for the floor to answer with."""
     async with _client(server, errlog) as client:
-        started = time.perf_counter()
-        while (result := await _search(client, query)).get("indexing"):
-            if time.perf_counter() - started > 120:
-                raise McpFailure("the server still reports indexing after 120 s")
-            await anyio.sleep(0.1)
+        result = await _settled(client, query, {"indexing"}, 120)
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         return {"result": result, "output_schema": tools["search"].output_schema}
 
@@ -86,10 +93,7 @@ async def _latency(server: list[str], queries: list[str], errlog: Any) -> dict[s
     async with _client(server, errlog) as client:
         started = time.perf_counter()
         # Let the start-up sync finish first, and (with semantic search on) the embedding.
-        while {"indexing", "semantic_coverage"} & set(await _search(client, "index")):
-            if time.perf_counter() - started > 600:
-                raise McpFailure("the server still reports indexing or embedding after 600 s")
-            await anyio.sleep(0.1)
+        await _settled(client, "index", {"indexing", "semantic_coverage"}, 600)
         settled = time.perf_counter() - started
         for query in queries[:20]:  # warm-up, not timed
             await _search(client, query)
@@ -119,11 +123,7 @@ async def _latency(server: list[str], queries: list[str], errlog: Any) -> dict[s
 
 async def _listing(server: list[str], errlog: Any) -> dict[str, Any]:
     async with _client(server, errlog) as client:
-        started = time.perf_counter()
-        while "indexing" in await _search(client, "index"):  # list a whole index, not a growing one
-            if time.perf_counter() - started > 600:
-                raise McpFailure("the server still reports indexing after 600 s")
-            await anyio.sleep(0.1)
+        await _settled(client, "index", {"indexing"}, 600)  # list a whole index, not a growing one
         times, sizes, cursor = [], [], None
         while True:
             t0 = time.perf_counter()
@@ -147,7 +147,7 @@ async def _listing(server: list[str], errlog: Any) -> dict[str, Any]:
 def resource_pages(root: Path, index_dir: Path) -> dict[str, Any]:
     """Time every page of `resources/list` from a `kb serve` of the whole index, once its start-up
     sync has settled: the first page (which reads the sorted list of paths), then each page on."""
-    return dict(_run(_listing, kb_server(root, index_dir)))
+    return _run(_listing, kb_server(root, index_dir))
 
 
 def _server_times(errlog: Any) -> list[float]:
