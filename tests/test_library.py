@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import codecs
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,55 @@ def test_close_waits_for_the_startup_sync_and_stops(tmp_path: Path) -> None:
     assert [h.path for h in library.search("alpha").results] == ["a.md"]
     library.close()
     assert library.watcher is not None and library.watcher.state == "stopped"
+
+
+def test_a_repeated_search_is_answered_again_until_a_commit_changes_the_index(library: Library) -> None:
+    settings = library.settings
+    assert library.searched_lately("setup") is None, "never searched"
+    first = library.search("setup")
+    again = library.search("setup")
+    assert again.results is first.results, "the repeat should come from the cache"
+    lately = library.searched_lately("setup")
+    assert lately is not None and lately.results is first.results
+    assert library.search("setup", limit=1).results is not first.results, "other options, other results"
+    (settings.root / "more.md").write_text("# More\n\nSetup again, and setup once more.\n")
+    index_now(settings)  # another handle on the index commits, as another process would
+    assert library.searched_lately("setup") is None, "a commit not taken in yet: only a search may"
+    after = library.search("setup")
+    assert sorted(h.path for h in after.results) == ["guide.md", "more.md"]
+    lately = library.searched_lately("setup")
+    assert lately is not None and lately.results is after.results
+
+
+def test_searches_repeated_while_commits_land_see_each_commit_once_it_is_made(library: Library) -> None:
+    """One thread repeats a search (cache hits, mostly) while the test commits a file at a time through
+    another handle: every search made after a commit returned counts that commit's file."""
+    settings = library.settings
+    committed = 0  # files with the word, as of the last commit that returned
+    stop = threading.Event()
+    stale: list[tuple[int, int]] = []
+    searches = 0
+
+    def repeat() -> None:
+        nonlocal searches
+        while not stop.is_set():
+            floor = committed
+            found = library.search("walrus", limit=50).total
+            searches += 1
+            if found < floor:
+                stale.append((found, floor))
+
+    thread = threading.Thread(target=repeat)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            (settings.root / f"walrus-{committed}.md").write_text(f"# Walrus {committed}\n\nA walrus.\n")
+            index_now(settings)
+            committed += 1
+            assert library.search("walrus", limit=50).total == committed
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not stale, f"searches missed a commit already made (found, made): {stale[:5]}"
+    assert committed >= 5 and searches > committed, (committed, searches)

@@ -166,6 +166,24 @@ def test_a_segment_written_in_the_same_clock_tick_as_the_last_look_is_seen(tmp_p
     assert serving.has(12345)
 
 
+def test_the_vectors_version_moves_with_every_change_a_search_could_see(tmp_path: Path) -> None:
+    # Cached search results are keyed by it: a change it missed would serve stale results by meaning.
+    folder = indexed(tmp_path).index_dir / "vectors"
+    serving, writer = VectorStore(folder, *_model()), VectorStore(folder, *_model())
+    vector = np.zeros((1, 384), dtype=np.float32)
+    vector[0, 0] = 1.0
+    seen = [serving.version]
+    serving.add([1], vector)  # its own write
+    seen.append(serving.version)
+    writer.add([2], vector)  # another process's, taken in by a look
+    serving.refresh()
+    seen.append(serving.version)
+    serving.compact(lambda: {2})  # drops key 1
+    seen.append(serving.version)
+    assert seen == sorted(set(seen)), f"a change left the version as it was: {seen}"
+    assert not serving.has(1) and serving.has(2)
+
+
 def test_a_file_where_the_vectors_folder_should_be_leaves_the_server_lexical(tmp_path: Path) -> None:
     settings = indexed(tmp_path)
     shutil.rmtree(settings.index_dir / "vectors")

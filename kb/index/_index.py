@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import zlib
 from collections.abc import Callable, Collection, Iterator
@@ -70,6 +71,10 @@ class SearchIndex:
         self._ranking = ranking
         self.index_dir = index_dir
         self.root = root
+        self._meta_name = os.fspath(index_dir / "meta.json")  # stated for every search: no Path built
+        self._taken_in: tuple[int, ...] | None = None  # the generation `version` last reloaded at
+        self._version = 0
+        self._reloading = threading.Lock()
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -287,10 +292,28 @@ class SearchIndex:
     def generation(self) -> tuple[int, ...]:
         """Changes whenever a commit lands (ours or another process's): cheap, for caches."""
         try:
-            st = (self.index_dir / "meta.json").stat()
+            st = os.stat(self._meta_name)
         except OSError:
             return ()
         return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def version(self, *, take_in: bool = True) -> int | None:
+        """A number that changes whenever searches may see another commit, for caches of results.
+
+        A commit found on disk (ours or another process's) is taken in first, so a search that
+        follows sees at least what the number stands for (the reader's own reloads only ever
+        bring it later commits). Without `take_in` (no reload: it may take milliseconds), None
+        while there is one to take in."""
+        generation = self.generation()
+        if generation != self._taken_in:
+            if not take_in:
+                return None
+            with self._reloading:
+                if generation != self._taken_in:
+                    self._index.reload()
+                    self._taken_in = generation
+                    self._version += 1
+        return self._version
 
     def get(self, doc_id: DocId) -> StoredDocument:
         """A whole document or one passage (`doc_id.fragment`), sections in order.

@@ -40,6 +40,7 @@ class VectorStore:
         """`repair`: remove damaged segments and stale temporary files as they are met (not for a
         command that only reads, like `kb status`)."""
         self.folder = folder
+        self._folder_name = os.fspath(folder)  # for `settled`, on a server's event loop: no Path to build
         self._repair = repair
         self.model_id = model_id
         self._dimensions = dimensions
@@ -49,6 +50,7 @@ class VectorStore:
         self._rows = _Rows(dimensions)
         # (keys, matrix) as one value, replaced whole: a search reads it without the lock.
         self._data = self._rows.view()
+        self.version = 0  # counts the replacements of `_data`: for caches of search results
         self._seen: int | None = None  # the folder's mtime when last listed
         _one_blas_thread()
         self.refresh()
@@ -95,7 +97,7 @@ class VectorStore:
         with self._lock:
             self._loaded.add(name)
             self._rows.append(np.asarray(keys, dtype=np.int64), vectors.astype(np.float32))
-            self._data = self._rows.view()
+            self._show(self._rows)
         logger.debug("vectors: wrote %d to %s", len(keys), name)
 
     def compact(self, live: Callable[[], set[int]]) -> set[int]:
@@ -129,12 +131,19 @@ class VectorStore:
                     (self.folder / name).unlink()
             # Replaced whole: a search meanwhile sees the old vectors or the new, never none.
             self._rows = _Rows.of(keys, matrix)
-            self._data = self._rows.view()
+            self._show(self._rows)
             self._loaded = {new} if new else set()
         logger.debug("vectors: dropped %d unused, merged %d segments", len(dead), len(old))
         return alive
 
     # ---- reading the folder ----------------------------------------------------------------
+
+    def settled(self) -> bool:
+        """Whether a look at the folder would find nothing new (a stat; `refresh` reads what it finds)."""
+        try:
+            return os.stat(self._folder_name).st_mtime_ns == self._seen
+        except FileNotFoundError:
+            return True
 
     def refresh(self, *, wait: bool = True) -> None:
         """Take in segments other processes wrote since the last look (a cheap stat when none did).
@@ -176,8 +185,9 @@ class VectorStore:
                 names.add(name)
                 rows.append(*loaded)
                 if rows is self._rows:
-                    self._data = rows.view()  # each segment searchable as soon as read
-        self._loaded, self._rows, self._data = names, rows, rows.view()
+                    self._show(rows)  # each segment searchable as soon as read
+        self._loaded, self._rows = names, rows
+        self._show(rows)
         if self._repair:
             _remove_stale_temporaries(self.folder)
 
@@ -204,6 +214,12 @@ class VectorStore:
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
+
+    def _show(self, rows: _Rows) -> None:
+        """Make `rows` what searches read, then count the change (call with the lock held): a
+        search that reads `version` first sees at least the rows it counts."""
+        self._data = rows.view()
+        self.version += 1
 
     def reserve(self, extra: int) -> None:
         """Make room for `extra` more vectors at once (a bulk embedding that knows its count)."""

@@ -21,7 +21,7 @@ from pydantic_core import to_json
 from kb import sources
 from kb.errors import KbError, PathRefusedError
 from kb.index import MAX_QUERY_CHARS
-from kb.models import FORMATS, DocId, Format, SearchResults
+from kb.models import FORMATS, DocId, Format
 from kb.server import _cursor
 from kb.server._runtime import library_of
 from kb.server._uris import doc_url, iso_mtime
@@ -158,20 +158,21 @@ def register_tools(server: MCPServer[Any], runtime: KbRuntime) -> None:
         belongs_to = _cursor.fingerprint(query, path, formats, tags, modified_after, all_passages)
         offset = _search_offset(cursor, belongs_to) if cursor else 0
         path_filter, after = _check_path_filter(path), _parse_when(modified_after)
-        with _as_tool_error():
-            # Off the event loop: a long query must not hold up every other client's requests.
-            found: SearchResults = await runtime.read(
-                lambda: library.search(
-                    query,
-                    limit=limit,
-                    offset=offset,
-                    path=path_filter,
-                    formats=formats,
-                    tags=tags,
-                    modified_after=after,
-                    all_passages=all_passages,
-                )
-            )
+        options: dict[str, Any] = {
+            "limit": limit,
+            "offset": offset,
+            "path": path_filter,
+            "formats": formats,
+            "tags": tags,
+            "modified_after": after,
+            "all_passages": all_passages,
+        }
+        # A repeat is answered at once; a search runs off the event loop: a long query must not hold
+        # up every other client's requests.
+        found = library.searched_lately(query, **options)
+        if found is None:
+            with _as_tool_error():
+                found = await runtime.read(lambda: library.search(query, **options))
         # Plain dicts in SearchOutput's field order, absent fields left out: building the models
         # only to dump them again cost more than the rest of the handler (the SDK still validates
         # the result against SearchOutput).

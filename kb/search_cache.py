@@ -1,0 +1,50 @@
+"""The results of recent searches, served again while nothing they were made from has changed.
+
+Assistants repeat themselves: the same search from several agents or sessions, a retry, a search
+asked again after reading its hits. A search costs milliseconds of CPU; a repeat found here costs
+microseconds. An entry's key holds the versions of what the results depend on (the index's
+commit, the vectors, whether the encoder is loaded) beside the query and its options, so a change
+to any of them makes the old entries unreachable, and they age out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from kb.models import SearchResults
+
+ENTRIES = 512  # a page of 10 hits is about 10-20 KB
+
+
+class SearchCache:
+    """The last `ENTRIES` searches' results, the least recently used dropped first; safe for threads."""
+
+    def __init__(self, entries: int = ENTRIES) -> None:
+        self._entries = entries
+        self._results: OrderedDict[Hashable, SearchResults] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> SearchResults | None:
+        with self._lock:
+            results = self._results.get(key)
+            if results is not None:
+                self._results.move_to_end(key)
+            return results
+
+    def put(self, key: Hashable, results: SearchResults) -> None:
+        """Keep `results` (never changed afterwards: callers get them as they are)."""
+        with self._lock:
+            self._results[key] = results
+            self._results.move_to_end(key)
+            while len(self._results) > self._entries:
+                self._results.popitem(last=False)
+
+
+def options_key(options: Mapping[str, Any]) -> tuple[tuple[str, Hashable], ...]:
+    """A search's options as part of a key: lists (formats, tags) as tuples, in a fixed order."""
+    return tuple(
+        sorted((name, tuple(value) if isinstance(value, list) else value) for name, value in options.items())
+    )
