@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from urllib.parse import quote, unquote
 
@@ -29,10 +30,16 @@ MIME_TYPES: dict[Format, str] = {
 }
 
 
+@functools.lru_cache(maxsize=16_384)
+def _quoted(text: str, safe: str) -> str:
+    """`quote`, remembered: every search result and listed resource names a path, mostly again."""
+    return quote(text, safe=safe)
+
+
 def doc_uri(path: str, fragment: str | None = None) -> str:
     """The resource URI of a document (or of one passage, with `#fragment`)."""
-    uri = DOC_URI_PREFIX + quote(path, safe="/")
-    return f"{uri}#{quote(fragment, safe='')}" if fragment else uri
+    uri = DOC_URI_PREFIX + _quoted(path, "/")
+    return f"{uri}#{_quoted(fragment, '')}" if fragment else uri
 
 
 def doc_url(url_base: str | None, doc_id: DocId) -> str:
@@ -40,8 +47,8 @@ def doc_url(url_base: str | None, doc_id: DocId) -> str:
     `url_base`. Path and fragment stay apart, since a path may itself contain '#'."""
     if url_base is None:
         return doc_uri(doc_id.path, doc_id.fragment)
-    url = url_base.rstrip("/") + "/" + quote(doc_id.path, safe="/")
-    return f"{url}#{quote(doc_id.fragment, safe='')}" if doc_id.fragment else url
+    url = url_base.rstrip("/") + "/" + _quoted(doc_id.path, "/")
+    return f"{url}#{_quoted(doc_id.fragment, '')}" if doc_id.fragment else url
 
 
 def parse_doc_uri(uri: str) -> DocId | None:
