@@ -3,12 +3,12 @@ client over streamable HTTP, each calling the server in a loop for SECONDS.
 
     python benchmarks/_http_worker.py SPEC.json
 
-SPEC.json: `{"url", "sessions", "seconds", "protocol", "ops": [[op, argument], ...]}` where op is
-`search` (argument: a query), `fetch` (an id) or `read` (a resource URI). Session i starts at
-`ops[i * 7 % len(ops)]` and walks the list round-robin. The sessions all connect first; the process
-then prints `ready` and waits for a line on stdin, so that every process starts its clock together.
-At the end it prints one JSON object: per request its op, latency (ms), whether it failed and when
-it started (seconds after the start), and the first few error messages.
+SPEC.json: `{"url", "sessions", "seconds", "protocol", "ops": [[op, argument], ...], "starts"}` where op
+is `search` (argument: a query), `fetch` (an id) or `read` (a resource URI). Session i starts at
+`ops[starts[i]]` (without `starts`, at `ops[i * 7 % len(ops)]`) and walks the list round-robin. The
+sessions all connect first; the process then prints `ready` and waits for a line on stdin, so that every
+process starts its clock together. At the end it prints one JSON object: per request its op, latency
+(ms), whether it failed and when it started (seconds after the start), and the first few error messages.
 
 Bounded: the URL must be loopback, a session stops after SECONDS or MAX_REQUESTS_PER_SESSION
 requests, and the whole process gives up SECONDS + 60 s after it started loading.
@@ -71,7 +71,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             if ready == sessions:
                 connected.set()
             await go.wait()
-            position = i * 7 % len(ops)
+            position = spec["starts"][i] if "starts" in spec else i * 7 % len(ops)
             for _ in range(MAX_REQUESTS_PER_SESSION):
                 if time.perf_counter() >= window["deadline"]:
                     break

@@ -161,7 +161,13 @@ def _load(
     requests that started from then until it ended (or the round did)."""
     share = [args.sessions // args.procs + (i < args.sessions % args.procs) for i in range(args.procs)]
     workers = []
+    before = 0  # sessions in the processes before this one
     for i, sessions in enumerate(s for s in share if s):
+        # --distinct: each session its own stretch of the list, so that no request repeats another's
+        # (kb answers a repeat from its cache of recent searches); else they overlap, 7 apart.
+        apart = [(before + j) * len(ops) // args.sessions for j in range(sessions)]
+        starts = apart if args.distinct else [j * 7 % len(ops) for j in range(sessions)]
+        before += sessions
         spec = tmp / f"spec{i}.json"
         spec.write_text(
             json.dumps(
@@ -171,6 +177,7 @@ def _load(
                     "seconds": args.seconds,
                     "protocol": args.protocol,
                     "ops": ops,
+                    "starts": starts,
                 }
             )
         )
@@ -386,6 +393,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "seconds": args.seconds,
                 "rounds": args.rounds,
                 "protocol": args.protocol,
+                "queries": len(queries),
+                "distinct": args.distinct,
                 "documents": json.loads(indexed.stdout).get("added"),
                 "cpus": os.cpu_count(),
             }
@@ -473,7 +482,8 @@ def print_table(f: dict[str, Any]) -> None:
     print(
         f"kb HTTP load: {f['sessions']} sessions in {f['procs']} client processes, "
         f"{f['seconds']:g} s a round, {f['rounds']} rounds each, protocol {f['protocol']}, "
-        f"{f['documents']} documents, {f['cpus']} CPUs"
+        f"{f['documents']} documents, {f['cpus']} CPUs, {f['queries']} queries "
+        + ("(each session its own: no repeats)" if f["distinct"] else "(sessions overlap: repeats)")
     )
     for mix in ("search", "mixed"):
         if mix not in f:
@@ -539,6 +549,12 @@ def main() -> None:
         help="the client's mode: auto (2026-07-28 where served), legacy (2025-11-25 sessions)",
     )
     parser.add_argument("--queries", type=int, default=300, help="queries sampled from the corpus (300)")
+    parser.add_argument(
+        "--distinct",
+        action="store_true",
+        help="each session walks its own part of the queries: no request repeats (with --queries above "
+        "what a round asks, e.g. 20000), so kb's cache of recent searches never answers",
+    )
     parser.add_argument("--corpus", type=Path, help="a folder of Markdown documents (used read-only)")
     parser.add_argument("--markdown-tar", type=Path, default=CORPORA / "markdown.tar.gz")
     parser.add_argument(
