@@ -25,6 +25,7 @@ class McpFailure(RuntimeError):
 
 
 HERE = Path(__file__).resolve().parent
+WARM_UP = 20  # searches before the timed ones, not timed
 
 
 def kb_server(root: Path, index_dir: Path, semantic: str = "off") -> list[str]:
@@ -95,10 +96,13 @@ async def _latency(server: list[str], queries: list[str], errlog: Any) -> dict[s
         # Let the start-up sync finish first, and (with semantic search on) the embedding.
         await _settled(client, "index", {"indexing", "semantic_coverage"}, 600)
         settled = time.perf_counter() - started
-        for query in queries[:20]:  # warm-up, not timed
+        # Each query asked once: kb answers a repeat from its cache of recent searches.
+        distinct = list(dict.fromkeys(queries))
+        warm_up, timed = distinct[:WARM_UP], distinct[WARM_UP:]
+        for query in warm_up:
             await _search(client, query)
         times, empty = [], 0
-        for query in queries:
+        for query in timed:
             t0 = time.perf_counter()
             found = await _search(client, query)
             times.append((time.perf_counter() - t0) * 1000)
