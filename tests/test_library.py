@@ -151,3 +151,29 @@ def test_searches_repeated_while_commits_land_see_each_commit_once_it_is_made(li
         thread.join(10)
     assert not stale, f"searches missed a commit already made (found, made): {stale[:5]}"
     assert committed >= 5 and searches > committed, (committed, searches)
+
+
+def test_paths_once_listed_are_read_again_before_clients_hear_of_a_commit(tmp_path: Path) -> None:
+    # Told of a change, a client lists again at once: the paths are ready for it, not read then.
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "a.md").write_text("# A\n\nalpha\n")
+    library = Library.open(Settings(root=root, index_dir=tmp_path / "index", jobs=1, rescan_seconds=3600))
+    ready_when_told: list[list[str] | None] = []
+    told = threading.Event()
+
+    def on_commit(_report: object) -> None:
+        listed = library._paths
+        ready_when_told.append(listed[1] if listed and listed[0] == library.index.generation() else None)
+        told.set()
+
+    library.start(on_commit=on_commit)
+    try:
+        assert library.watching.wait(20)
+        assert library._paths is not None, "the startup sync reads them once"
+        assert library.document_paths() == ["a.md"]
+        (root / "b.md").write_text("# B\n\nbeta\n")
+        assert told.wait(30), "the watcher never committed b.md"
+        assert ready_when_told[0] == ["a.md", "b.md"]
+    finally:
+        library.close()
