@@ -37,7 +37,7 @@ def by_meaning(
     if not nearest:
         return []
     keys = [key for key, _ in nearest]
-    query = plan.restrict(tantivy.Query.term_set_query(schema, "vector_key", keys))
+    query = plan.restrict(with_keys(schema, keys))
     # A key is shared by every copy of a passage, so there may be many more passages than keys
     # (one page in every version of a product's docs): all are taken, or the copies of one
     # passage, first in the index, would crowd out the others (every hit scores the same).
@@ -105,10 +105,7 @@ def fuse(
         both = tantivy.Query.boolean_query(
             [
                 (tantivy.Occur.Must, plan.query),
-                (
-                    tantivy.Occur.Must,
-                    tantivy.Query.term_set_query(schema, "vector_key", list(keys)),
-                ),
+                (tantivy.Occur.Must, with_keys(schema, list(keys))),
             ]
         )
         lexical_too = matching(searcher, both)
@@ -121,6 +118,15 @@ def fuse(
         others.extend(c for c in known.get(place(address), []) if place(c) not in named)
     exhausted = total <= len(hits)  # else `total` says only that there are more
     return slots, len(slots) if exhausted else max(total, len(slots)), copies
+
+
+def with_keys(schema: tantivy.Schema, keys: list[int]) -> tantivy.Query:
+    """The passages with any of these vector keys. One term query each, not a term set: keys are
+    spread over the whole dictionary, which a term set walks (100 keys of 100,000: 1.3 ms against
+    0.45 ms; 1,000 keys: the same)."""
+    return tantivy.Query.boolean_query(
+        [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "vector_key", key)) for key in keys]
+    )
 
 
 def place(address: tantivy.DocAddress) -> tuple[int, int]:
