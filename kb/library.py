@@ -32,7 +32,7 @@ from kb.models import (
     StoredDocument,
     SyncReport,
 )
-from kb.search_cache import SearchCache, options_key
+from kb.search_cache import SearchCache, search_key
 from kb.watcher import Watcher
 
 if TYPE_CHECKING:
@@ -312,7 +312,7 @@ class Library:
         Raises:
             QueryError: a filter is malformed.
         """
-        key = self._search_key(query, options, look=True)
+        key = search_key(self.index, self.semantic, query, options, look=True)
         results = self._recent.get(key) if key else None
         if results is None:
             results = search(self.index, self.semantic, query, None, **options)
@@ -323,27 +323,13 @@ class Library:
     def searched_lately(self, query: str, **options: Any) -> SearchResults | None:
         """`search`'s results if `SearchCache` has them and nothing they depend on has changed,
         else None: a stat or two and a lookup, nothing read from disk (for the event loop)."""
-        key = self._search_key(query, options, look=False)
+        key = search_key(self.index, self.semantic, query, options, look=False)
         results = self._recent.get(key) if key else None
         return None if results is None else self._with_coverage(results)
 
     def _with_coverage(self, results: SearchResults) -> SearchResults:
         """A copy of (cached) results that says how far embedding has come now."""
         return results.model_copy(update={"semantic_coverage": self.semantic_coverage})
-
-    def _search_key(self, query: str, options: dict[str, Any], *, look: bool) -> tuple[Any, ...] | None:
-        """What a search's results depend on: the index's commit and the vectors (both taken in
-        first if `look`, else None when there is something to take in), the query, its options."""
-        semantic = self.semantic
-        by_meaning = None
-        if semantic is not None and semantic.encoder is not None:
-            if look:
-                semantic.store.refresh(wait=False)  # vectors another process wrote count from now on
-            elif not semantic.store.settled():
-                return None
-            by_meaning = semantic.store.version
-        version = self.index.version(take_in=look)
-        return None if version is None else (version, by_meaning, query, options_key(options))
 
     def document_paths(self) -> list[str]:
         """Every indexed document's path, sorted; read from the index again only after a commit."""

@@ -12,9 +12,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kb.models import SearchResults
+
+if TYPE_CHECKING:
+    from kb.index import SearchIndex
+    from kb.semantic import Semantic
 
 ENTRIES = 512  # a page of 10 hits is about 10-20 KB
 
@@ -43,8 +47,21 @@ class SearchCache:
                 self._results.popitem(last=False)
 
 
-def options_key(options: Mapping[str, Any]) -> tuple[tuple[str, Hashable], ...]:
-    """A search's options as part of a key: lists (formats, tags) as tuples, in a fixed order."""
-    return tuple(
-        sorted((name, tuple(value) if isinstance(value, list) else value) for name, value in options.items())
-    )
+def search_key(
+    index: SearchIndex, semantic: Semantic | None, query: str, options: Mapping[str, Any], *, look: bool
+) -> tuple[Hashable, ...] | None:
+    """What a search's results depend on: the index's commit and the vectors (both taken in first
+    if `look`; else None while there is something to take in, which only a search may do), the
+    query and its options (lists as tuples, in a fixed order)."""
+    by_meaning = None
+    if semantic is not None and semantic.encoder is not None:
+        if look:
+            semantic.store.refresh(wait=False)  # vectors another process wrote count from now on
+        elif not semantic.store.settled():
+            return None
+        by_meaning = semantic.store.version
+    version = index.version(take_in=look)
+    if version is None:
+        return None
+    listed = sorted((name, tuple(v) if isinstance(v, list) else v) for name, v in options.items())
+    return (version, by_meaning, query, tuple(listed))
