@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import os
 import threading
 import time
 from pathlib import Path
@@ -12,8 +13,9 @@ from mcp_helpers import anyio_backend, connected, index_now  # noqa: F401
 
 from kb.config import Settings
 from kb.errors import DocumentNotFoundError, PathRefusedError
+from kb.index import IndexBatch, SearchIndex
 from kb.library import Library
-from kb.models import DocId
+from kb.models import DocId, Document, ManifestEntry, Section
 
 # The same words, written by a Windows editor (cp1252) and by a UTF-16 one (with its BOM).
 WORDS = "“Quoted” café \u2013 naïve"  # cp1252 has all four
@@ -177,3 +179,39 @@ def test_paths_once_listed_are_read_again_before_clients_hear_of_a_commit(tmp_pa
         assert ready_when_told[0] == ["a.md", "b.md"]
     finally:
         library.close()
+
+
+def _commit_word(batch: IndexBatch, word: str) -> None:
+    doc = Document(path="w.md", format="md", title="W", sections=[Section(fragment="w", text=f"{word} text")])
+    batch.put(doc, ManifestEntry(path="w.md", size=10, mtime_ns=1, sha256="0" * 64, format="md", title="W"))
+    batch.commit()
+
+
+def test_a_commit_whose_meta_json_stats_as_an_earlier_one_is_still_seen(library: Library) -> None:
+    """Two commits within one tick of a coarse file-system clock: meta.json, renamed over at each
+    commit, can come back with an earlier one's inode (freed by the renames), size and time. Made
+    here as the file system would: the last commit's meta.json is written into the earlier file
+    (kept by a hard link) and renamed back over, with the earlier time. Searches still see it."""
+    meta = library.settings.index_dir / "meta.json"
+    kept = meta.with_name("meta-kept")
+    other = SearchIndex.open(library.settings.index_dir)  # another process's writer, as it were
+    try:
+        with other.batch() as batch:
+            _commit_word(batch, "warm")  # meta.json's size settles after the first commits
+            _commit_word(batch, "alpha")
+            first = os.stat(meta)
+            os.link(meta, kept)
+            assert [h.path for h in library.search("alpha").results] == ["w.md"]
+            _commit_word(batch, "bravo")
+            _commit_word(batch, "delta")
+            last = meta.read_bytes()
+            if len(last) != first.st_size:
+                pytest.skip("meta.json changed size: its stat alone tells the commits apart")
+            kept.write_bytes(last)
+            os.replace(kept, meta)
+            os.utime(meta, ns=(first.st_atime_ns, first.st_mtime_ns))
+            assert (os.stat(meta).st_ino, os.stat(meta).st_size) == (first.st_ino, first.st_size)
+            assert library.searched_lately("alpha") is None, "a commit is waiting to be taken in"
+            assert library.search("alpha").results == [], "answered from before the last commits"
+    finally:
+        other.close()

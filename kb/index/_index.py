@@ -54,6 +54,9 @@ logger = logging.getLogger(__name__)
 
 MAX_COPIES_NAMED = 5
 MAX_PREFIX_QUERY = 64
+# The coarsest file-system clocks tick every 2 s (FAT): a file time more recent than this may
+# not yet show a change made within the same tick.
+COARSE_NS = 3_000_000_000
 # Tantivy's aggregations stop at 65,000 buckets.
 PATHS_PER_AGGREGATION = 50_000
 
@@ -118,6 +121,7 @@ class SearchIndex:
     def reload(self) -> None:
         """See the latest commit, ours or another process's."""
         self._index.reload()
+        self._taken_in = None  # `version` moves on too, whatever the commit's meta.json looks like
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -290,12 +294,23 @@ class SearchIndex:
         return passage_text(text_of(record, "title"), text_of(record, "heading"), text_of(record, "body"))
 
     def generation(self) -> tuple[int, ...]:
-        """Changes whenever a commit lands (ours or another process's): cheap, for caches."""
+        """Changes whenever a commit lands (ours or another process's): cheap, for caches.
+
+        Each commit renames a new meta.json over the last: its inode, time and size tell commits
+        apart, but for a time within a tick of the file system's clock (4 ms here, 1 s or 2 s
+        elsewhere): the inode comes back two renames later, the size rarely changes, so a later
+        commit can look like an earlier one. A time that recent is not trusted: the file's bytes
+        (each commit's differ) are read too, from the file that is stated.
+        """
         try:
             st = os.stat(self._meta_name)
+            if abs(time.time_ns() - st.st_mtime_ns) > COARSE_NS:
+                return (st.st_ino, st.st_mtime_ns, st.st_size)
+            with open(self._meta_name, "rb") as meta:
+                st = os.fstat(meta.fileno())
+                return (st.st_ino, st.st_mtime_ns, st.st_size, zlib.crc32(meta.read()))
         except OSError:
             return ()
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def version(self, *, take_in: bool = True) -> int | None:
         """A number that changes whenever searches may see another commit, for caches of results.
