@@ -39,7 +39,7 @@ class Follower:
         """
         from kb.semantic import Semantic
 
-        semantic = Semantic(self.index.vectors_dir, self.settings.cache_dir, repair=False)
+        semantic = Semantic(self.index.vectors_dir, self.settings.cache_dir, repair=False, serving=True)
         semantic.load(1)  # queries only: one thread encodes one in a few ms
         self.semantic = semantic
 

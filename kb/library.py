@@ -159,7 +159,7 @@ class Library:
             try:
                 from kb.semantic import Embedder, Semantic
 
-                semantic = Semantic(self.index.vectors_dir, self.settings.cache_dir)
+                semantic = Semantic(self.index.vectors_dir, self.settings.cache_dir, serving=True)
                 self.embedder = Embedder(
                     semantic, self.index.passages, self.index.vector_keys, threads=_serving_threads()
                 )

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_cli import kb
 from test_semantic import QUESTION, TOPICS, embed_now, indexed, only_segment, started
 
@@ -255,14 +256,18 @@ def test_a_preparation_killed_midway_leaves_no_lasting_files_in_the_cache(tmp_pa
     assert not left.exists()
 
 
-def test_searches_racing_many_small_writes_always_see_whole_rows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shortlist_from", [None, 200], ids=["whole", "shortlisted"])
+def test_searches_racing_many_small_writes_always_see_whole_rows(
+    tmp_path: Path, shortlist_from: int | None
+) -> None:
     """Writes land in room past the rows a search reads (copied into larger room now and then): a
-    search running meanwhile sees whole rows, each vector under its own key."""
+    search running meanwhile sees whole rows, each vector under its own key; also once the rows are
+    many enough to be shortlisted by their reduced copy, which each write extends."""
     model_id, dimensions = _model()
     rng = np.random.default_rng(7)
     vectors = rng.standard_normal((600, dimensions)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1)[:, None]
-    store = VectorStore(tmp_path / "vectors", model_id, dimensions)
+    store = VectorStore(tmp_path / "vectors", model_id, dimensions, shortlist_from=shortlist_from)
     done = threading.Event()
     wrong: list[tuple[int, int, float]] = []
 
@@ -288,3 +293,35 @@ def test_searches_racing_many_small_writes_always_see_whole_rows(tmp_path: Path)
     for i in (0, 7, 8, 300, 599):  # each key's row, by the key (what a filtered search reads)
         assert [key for key, _ in store.nearest(vectors[i], 1, among=[i, 599 - i])] == [i]
     assert len(VectorStore(tmp_path / "vectors", model_id, dimensions)) == len(vectors)  # as written
+
+
+def test_past_the_shortlist_threshold_the_nearest_are_those_of_the_whole_product(tmp_path: Path) -> None:
+    """Many vectors are shortlisted by their reduced rows before the whole product: the nearest
+    found are (nearly always) the exact ones, with exact similarities; and a vector written after
+    the threshold was passed is found like the others."""
+    model_id, dimensions = _model()
+    rng = np.random.default_rng(11)
+    # As a sentence encoder's vectors are: most of their spread along fewer directions than they
+    # have (here 48 of 384), the rest small.
+    mixing = rng.standard_normal((48, dimensions)).astype(np.float32)
+
+    def encoded(count: int) -> np.ndarray:
+        made = rng.standard_normal((count, 48)).astype(np.float32) @ mixing
+        made += 0.5 * rng.standard_normal((count, dimensions)).astype(np.float32)
+        return made / np.linalg.norm(made, axis=1)[:, None]
+
+    vectors = encoded(6000)
+    quick = VectorStore(tmp_path / "vectors", model_id, dimensions, shortlist_from=2000)
+    for start in range(0, 5000, 500):
+        quick.add(list(range(start, start + 500)), vectors[start : start + 500])
+    assert quick._data.reduced is not None, "5,000 vectors past a threshold of 2,000 are shortlisted"
+    quick.add(list(range(5000, 6000)), vectors[5000:])  # written after the threshold was passed
+    same = 0
+    for query in encoded(40):
+        found = quick.nearest(query, 20)
+        for key, similarity in found:
+            assert abs(float(vectors[key] @ query) - similarity) < 1e-4, "similarities are exact"
+        same += [key for key, _ in found] == np.argsort(-(vectors @ query))[:20].tolist()
+    assert same >= 38, f"only {same} of 40 queries found the exact 20 nearest"
+    for key in (5003, 5999):  # rows written after the threshold: projected as they came
+        assert quick.nearest(vectors[key], 1)[0][0] == key

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kb.semantic._model import DIMENSIONS, MIN_SIMILARITY, MODEL_ID, Encoder, SemanticUnavailableError
+from kb.semantic._rows import SHORTLIST_FROM
 from kb.semantic._store import VectorStore
 
 __all__ = ["Embedder", "Semantic", "SemanticUnavailableError"]
@@ -47,8 +48,11 @@ class Semantic:
     """The vectors in one folder (an index's `vectors_dir`), and the encoder that makes them
     (loaded on first need)."""
 
-    def __init__(self, folder: Path, cache_dir: Path, *, repair: bool = True) -> None:
-        self.store = VectorStore(folder, MODEL_ID, DIMENSIONS, repair=repair)
+    def __init__(self, folder: Path, cache_dir: Path, *, repair: bool = True, serving: bool = False) -> None:
+        """`serving`: for a server's many searches (past `SHORTLIST_FROM` vectors, each shortlists
+        them by a reduced copy first, see `_rows`)."""
+        shortlist_from = SHORTLIST_FROM if serving else None
+        self.store = VectorStore(folder, MODEL_ID, DIMENSIONS, repair=repair, shortlist_from=shortlist_from)
         self._cache_dir = cache_dir
         self.encoder: Encoder | None = None
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # the next page asks again

@@ -7,7 +7,7 @@ never leaves a half-written vector; a passage whose vector is missing is simply 
 Vectors no passage uses any more are dropped by `compact`.
 
 Vectors are kept as int8 with one scale per vector (396 bytes each, 19.8 MB per 50,000 passages)
-and as float32 in memory, where search multiplies them with the query's.
+and as float32 in memory (`_rows`), where search multiplies them with the query's.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.semantic._rows import Rows, shortlisted
+
 logger = logging.getLogger(__name__)
 
 SEGMENT_PREFIX = "seg-"
@@ -36,9 +38,19 @@ COARSE_NS = 3_000_000_000  # the coarsest folder times (FAT's 2 s), and then som
 class VectorStore:
     """The vectors of one model in one folder; safe for several threads and processes."""
 
-    def __init__(self, folder: Path, model_id: str, dimensions: int, *, repair: bool = True) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        model_id: str,
+        dimensions: int,
+        *,
+        repair: bool = True,
+        shortlist_from: int | None = None,
+    ) -> None:
         """`repair`: remove damaged segments and stale temporary files as they are met (not for a
-        command that only reads, like `kb status`)."""
+        command that only reads, like `kb status`). `shortlist_from`: past how many vectors searches
+        first shortlist them by a reduced copy (see `kb.semantic._rows`; None: never, for a process
+        that searches once or not at all: the copy takes 0.3 s and 50 MB at 100,000 vectors)."""
         self.folder = folder
         self._folder_name = os.fspath(folder)  # for `settled`, on a server's event loop: no Path to build
         self._repair = repair
@@ -47,7 +59,8 @@ class VectorStore:
         self._lock = threading.Lock()
         self._loaded: set[str] = set()
         self._foreign: set[str] = set()  # segments of another model (an earlier kb's): never read again
-        self._rows = _Rows(dimensions)
+        self._shortlist_from = shortlist_from
+        self._rows = Rows(dimensions, shortlist_from)
         # (keys, matrix) as one value, replaced whole: a search reads it without the lock.
         self._data = self._rows.view()
         self.version = 0  # counts the replacements of `_data`: for caches of search results
@@ -71,13 +84,16 @@ class VectorStore:
     ) -> list[tuple[int, float]]:
         """The keys of the `limit` vectors most like `query` (cosine), best first; of `among` only,
         if given."""
-        keys, matrix = self._data
+        view = self._data
         if among is not None:
+            keys = view.keys
             row = self._rows.row  # may already be newer than `_data`: each row is checked against its key
             found = [(r, k) for k in among if (r := row.get(k)) is not None and r < len(keys)]
             rows = np.array([r for r, _ in found], dtype=np.int64)
             rows = rows[keys[rows] == np.array([k for _, k in found], dtype=np.int64)]
-            keys, matrix = keys[rows], matrix[rows]
+            keys, matrix = keys[rows], view.vectors[rows]
+        else:
+            keys, matrix = shortlisted(view, query, limit)
         if not len(keys):
             return []
         scores = matrix @ query
@@ -120,7 +136,7 @@ class VectorStore:
             dead = [k for k in self._rows.row if k not in alive]
             if not dead and len(self._loaded) <= MAX_SEGMENTS:
                 return alive
-            keys, matrix = self._data
+            keys, matrix = self._data.keys, self._data.vectors
             if dead:  # else merged as they are: a masked copy of 50,000 vectors is 75 MB more
                 kept = np.array([k in alive for k in keys.tolist()], dtype=bool)
                 keys, matrix = keys[kept], matrix[kept]
@@ -129,9 +145,9 @@ class VectorStore:
             for name in old:
                 with contextlib.suppress(FileNotFoundError):
                     (self.folder / name).unlink()
-            # Replaced whole: a search meanwhile sees the old vectors or the new, never none.
-            self._rows = _Rows.of(keys, matrix)
-            self._show(self._rows)
+            if dead:  # replaced whole: a search meanwhile sees the old vectors or the new, never none
+                self._rows = Rows.of(keys, matrix, self._shortlist_from)
+                self._show(self._rows)
             self._loaded = {new} if new else set()
         logger.debug("vectors: dropped %d unused, merged %d segments", len(dead), len(old))
         return alive
@@ -175,7 +191,7 @@ class VectorStore:
         }
         if self._loaded - present:
             # Merged away by another process: read afresh, aside; searches meanwhile use the old.
-            names, rows = set(), _Rows(self._dimensions)
+            names, rows = set(), Rows(self._dimensions, self._shortlist_from)
         else:
             names, rows = self._loaded, self._rows
         self._foreign &= present
@@ -186,8 +202,10 @@ class VectorStore:
                 rows.append(*loaded)
                 if rows is self._rows:
                     self._show(rows)  # each segment searchable as soon as read
+        read_afresh = rows is not self._rows
         self._loaded, self._rows = names, rows
-        self._show(rows)
+        if read_afresh:
+            self._show(rows)
         if self._repair:
             _remove_stale_temporaries(self.folder)
 
@@ -215,7 +233,7 @@ class VectorStore:
                 path.unlink()
             return None
 
-    def _show(self, rows: _Rows) -> None:
+    def _show(self, rows: Rows) -> None:
         """Make `rows` what searches read, then count the change (call with the lock held): a
         search that reads `version` first sees at least the rows it counts."""
         self._data = rows.view()
@@ -225,55 +243,6 @@ class VectorStore:
         """Make room for `extra` more vectors at once (a bulk embedding that knows its count)."""
         with self._lock:
             self._rows.reserve(extra)
-
-
-class _Rows:
-    """Keys and their vectors (float32), in buffers with room to spare, and each key's row.
-
-    A search reads `view()`, the rows so far; adding writes only past them, so no row a search
-    may be reading ever changes. When the room runs out the buffers are copied into ones a
-    quarter larger: each add copying the whole, as `np.concatenate` did, cost time quadratic in
-    the count and twice the matrix in memory (100,000 vectors: 150 MB each)."""
-
-    def __init__(self, dimensions: int) -> None:
-        self._keys = np.empty(0, dtype=np.int64)
-        self._vectors = np.empty((0, dimensions), dtype=np.float32)
-        self.size = 0
-        self.row: dict[int, int] = {}
-
-    @classmethod
-    def of(cls, keys: np.ndarray, vectors: np.ndarray) -> _Rows:
-        """Rows holding these arrays themselves (no copy), each key once."""
-        rows = cls(vectors.shape[1])
-        rows._keys, rows._vectors, rows.size = keys, vectors, len(keys)
-        rows.row = {key: i for i, key in enumerate(keys.tolist())}
-        return rows
-
-    def view(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._keys[: self.size], self._vectors[: self.size]
-
-    def reserve(self, extra: int) -> None:
-        needed = self.size + extra
-        if needed > len(self._keys):
-            keys = np.empty(needed, dtype=np.int64)
-            vectors = np.empty((needed, self._vectors.shape[1]), dtype=np.float32)
-            keys[: self.size], vectors[: self.size] = self.view()
-            self._keys, self._vectors = keys, vectors
-
-    def append(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        """Add the rows whose keys are new (call with the store's lock held)."""
-        fresh = [i for i, k in enumerate(keys.tolist()) if k not in self.row]
-        if len(fresh) < len(keys):
-            keys, vectors = keys[fresh], vectors[fresh]
-        if not len(keys):
-            return
-        end = self.size + len(keys)
-        if end > len(self._keys):
-            self.reserve(max(len(keys), len(self._keys) // 4))
-        self._keys[self.size : end], self._vectors[self.size : end] = keys, vectors
-        for i, key in enumerate(keys.tolist(), self.size):
-            self.row[key] = i
-        self.size = end
 
 
 @functools.cache
