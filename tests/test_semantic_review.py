@@ -8,6 +8,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -325,3 +326,55 @@ def test_past_the_shortlist_threshold_the_nearest_are_those_of_the_whole_product
     assert same >= 38, f"only {same} of 40 queries found the exact 20 nearest"
     for key in (5003, 5999):  # rows written after the threshold: projected as they came
         assert quick.nearest(vectors[key], 1)[0][0] == key
+
+
+def _low_rank(rng: np.random.Generator, dimensions: int) -> Callable[[int], np.ndarray]:
+    """Vectors spread as an encoder's are: along 48 of their directions, the rest small."""
+    mixing = rng.standard_normal((48, dimensions)).astype(np.float32)
+
+    def encoded(count: int) -> np.ndarray:
+        made = rng.standard_normal((count, 48)).astype(np.float32) @ mixing
+        made += 0.5 * rng.standard_normal((count, dimensions)).astype(np.float32)
+        return made / np.linalg.norm(made, axis=1)[:, None]
+
+    return encoded
+
+
+def test_the_shortlist_follows_a_topic_written_after_the_threshold(tmp_path: Path) -> None:
+    """The axes are found again each time the vectors have doubled: a second topic, written after
+    the threshold was passed (and read in that order by a restarted server), is shortlisted as well."""
+    model_id, dimensions = _model()
+    rng = np.random.default_rng(9)
+    first, second = _low_rank(rng, dimensions), _low_rank(rng, dimensions)
+    vectors = np.vstack([first(2000), second(30000)])
+    keys = rng.integers(-(2**62), 2**62, size=len(vectors), dtype=np.int64)  # hashes, as passages' are
+    store = VectorStore(tmp_path / "vectors", model_id, dimensions, shortlist_from=2000)
+    for start in range(0, len(vectors), 2000):
+        store.add(keys[start : start + 2000].tolist(), vectors[start : start + 2000])
+    restarted = VectorStore(tmp_path / "vectors", model_id, dimensions, shortlist_from=2000)
+    for reader in (store, restarted):
+        assert reader._data.reduced is not None
+        kept = []
+        for query in second(30):
+            exact = set(keys[np.argsort(-(vectors @ query))[:100]].tolist())
+            kept.append(len(exact & {key for key, _ in reader.nearest(query, 100)}) / 100)
+        assert min(kept) >= 0.95, f"the second topic's nearest fell out of the shortlist: {sorted(kept)[:5]}"
+
+
+def test_one_broken_vector_costs_only_itself_in_a_shortlisted_search(tmp_path: Path) -> None:
+    model_id, dimensions = _model()
+    vectors = _low_rank(np.random.default_rng(5), dimensions)(3000)
+    vectors[17] = np.nan  # a bad model output, say: it must not spoil the principal axes
+    store = VectorStore(tmp_path / "vectors", model_id, dimensions, shortlist_from=1000)
+    store.add(list(range(3000)), vectors)
+    assert store._data.reduced is not None and np.isfinite(store._data.reduced[:16]).all()
+    assert all(store.nearest(vectors[key], 1)[0][0] == key for key in range(100, 3000, 97))
+
+
+def test_a_key_given_twice_in_one_write_is_stored_once(tmp_path: Path) -> None:
+    model_id, dimensions = _model()
+    vectors = _low_rank(np.random.default_rng(3), dimensions)(4)
+    store = VectorStore(tmp_path / "vectors", model_id, dimensions)
+    store.add([1, 2, 1, 3], vectors)
+    assert len(store) == 3 and len(store._data.keys) == 3
+    assert store.nearest(vectors[0], 1)[0][0] == 1  # the first of the two

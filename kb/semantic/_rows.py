@@ -12,9 +12,12 @@ the least served query), in 2.1 ms; 99.7% among the Markdown corpus's 15,652.
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 SHORTLIST_FROM = 50_000  # fewer vectors are all multiplied: the whole product is quick, and exact
 REDUCED = 128
@@ -47,6 +50,7 @@ class Rows:
         self._reduced: np.ndarray | None = None
         self._axes: np.ndarray | None = None
         self._shortlist_from = shortlist_from
+        self._reduced_at = 0  # the rows when the axes were last found: found anew at twice as many
         self.size = 0
         self.row: dict[int, int] = {}
 
@@ -70,14 +74,18 @@ class Rows:
             vectors = np.empty((needed, self._vectors.shape[1]), dtype=np.float32)
             keys[: self.size], vectors[: self.size] = self._keys[: self.size], self._vectors[: self.size]
             if self._reduced is not None:
-                reduced = np.empty((needed, REDUCED), dtype=np.float32)
+                reduced = np.empty((needed, self._reduced.shape[1]), dtype=np.float32)
                 reduced[: self.size] = self._reduced[: self.size]
                 self._reduced = reduced
             self._keys, self._vectors = keys, vectors
 
     def append(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Add the rows whose keys are new (call with the store's lock held)."""
-        fresh = [i for i, k in enumerate(keys.tolist()) if k not in self.row]
+        first: dict[int, int] = {}  # each new key once, at its first place
+        for i, key in enumerate(keys.tolist()):
+            if key not in self.row:
+                first.setdefault(key, i)
+        fresh = list(first.values())
         if len(fresh) < len(keys):
             keys, vectors = keys[fresh], vectors[fresh]
         if not len(keys):
@@ -91,15 +99,22 @@ class Rows:
         for i, key in enumerate(keys.tolist(), self.size):
             self.row[key] = i
         self.size = end
-        if self._reduced is None:
+        if self.size >= 2 * self._reduced_at:
             self._reduce()
 
     def _reduce(self) -> None:
-        """Once there are `shortlist_from` rows, find the axes and project every row on them."""
+        """Once there are `shortlist_from` rows, find the axes and project every row on them; again
+        each time the rows have doubled, so that the axes follow what was added (another topic,
+        in write order) and a server reading the same rows ends with the same axes."""
         if self._shortlist_from is None or self.size < self._shortlist_from:
             return
-        axes = principal_axes(self._keys[: self.size], self._vectors[: self.size])
-        reduced = np.empty((len(self._keys), REDUCED), dtype=np.float32)
+        self._reduced_at = self.size
+        try:
+            axes = principal_axes(self._keys[: self.size], self._vectors[: self.size])
+        except (np.linalg.LinAlgError, ValueError):
+            logger.warning("vectors: no principal axes of %d vectors; searching them whole", self.size)
+            return
+        reduced = np.empty((len(self._keys), axes.shape[1]), dtype=np.float32)
         for start in range(0, self.size, PROJECT_ROWS):
             end = min(start + PROJECT_ROWS, self.size)
             reduced[start:end] = self._vectors[start:end] @ axes
@@ -111,6 +126,7 @@ def principal_axes(keys: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     of the smallest keys (keys are hashes: an even sample, the same whatever order the rows came in)."""
     chosen = np.argpartition(keys, SAMPLE)[:SAMPLE] if len(keys) > SAMPLE else np.arange(len(keys))
     sample = vectors[np.sort(chosen)]
+    sample = sample[np.isfinite(sample).all(axis=1)]  # one NaN row would make every axis NaN
     sample -= sample.mean(axis=0)
     # The eigenvectors of the 384 x 384 covariance: a tenth of the sample's SVD, without its
     # sample-sized factor.

@@ -264,7 +264,8 @@ def _write_segment(folder: Path, model_id: str, keys: np.ndarray, vectors: np.nd
     scales = np.empty(len(vectors), dtype=np.float32)
     codes = np.empty(vectors.shape, dtype=np.int8)
     for start in range(0, len(vectors), QUANTIZE_ROWS):
-        rows = vectors[start : start + QUANTIZE_ROWS]
+        # A broken vector (NaN from a bad model output) is kept as zeros: near nothing, harmless.
+        rows = np.nan_to_num(vectors[start : start + QUANTIZE_ROWS], nan=0.0, posinf=0.0, neginf=0.0)
         scale = (np.maximum(np.abs(rows).max(axis=1), 1e-12) / 127.0).astype(np.float32)
         scales[start : start + len(rows)] = scale
         codes[start : start + len(rows)] = np.round(rows / scale[:, None])
