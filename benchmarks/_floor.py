@@ -5,9 +5,12 @@
 
 CANNED.json holds `{"result": <one real kb search result>, "output_schema": <kb's published schema>}`,
 taken from kb in the same benchmark run, and for the HTTP load's mixed mode also `"fetch"` (a real
-`fetch` result and its schema) and `"resource"` (a real document's URI and text). The floor answers
-every call with those, so what it costs is what any MCP server of this SDK pays (framing, HTTP, the
-client's validation against the same schema); what kb costs beyond it is kb's own.
+`fetch` result and its schema, and kb's result for each id of the load under `by_id`) and
+`"resource"` (a real document's URI and text, and each document of the load under `by_path`). The
+floor answers every search with that one result and every fetch or read with kb's own answer to it
+(the median-sized one for anything else), so what it costs is what any MCP server of this SDK pays
+for the same bytes (framing, HTTP, the client's validation against the same schema); what kb costs
+beyond it is kb's own.
 
 Over HTTP it is served as `kb serve --http` serves: uvicorn's h11 protocol on one event loop, the
 SDK's streamable HTTP app with its Host/Origin check on; nothing of kb's own.
@@ -19,6 +22,7 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 import uvicorn
@@ -47,23 +51,27 @@ def build(canned: dict[str, Any]) -> MCPServer[Any]:
     _use_schema(server, "search", canned["output_schema"])
 
     if "fetch" in canned:
-        fetched = canned["fetch"]["result"]
-        fetched_text = json.dumps(fetched, ensure_ascii=False, indent=2)
+        answers = {
+            doc_id: (json.dumps(result, ensure_ascii=False, indent=2), result)
+            for doc_id, result in canned["fetch"].get("by_id", {}).items()
+        }
+        median = canned["fetch"]["result"]
+        otherwise = (json.dumps(median, ensure_ascii=False, indent=2), median)
 
-        @server.tool(name="fetch", description="Returns one canned document.")
+        @server.tool(name="fetch", description="Returns kb's answer to this id, canned.")
         async def fetch(id: str, offset: int = 0, max_chars: int = 20_000) -> CallToolResult:
-            return CallToolResult(
-                content=[TextContent(type="text", text=fetched_text)], structured_content=fetched
-            )
+            text, found = answers.get(id, otherwise)
+            return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=found)
 
         _use_schema(server, "fetch", canned["fetch"]["output_schema"])
 
     if "resource" in canned:
+        documents = canned["resource"].get("by_path", {})
         document = canned["resource"]["text"]
 
         @server.resource("kb://doc/{+path}", name="document", mime_type="text/markdown")
         async def read(path: str) -> str:
-            return document
+            return documents.get(path) or documents.get(unquote(path)) or document
 
     return server
 

@@ -109,8 +109,9 @@ async def _wait_ready(served: Served, timeout: float = 120) -> None:
 
 async def _sample_kb(url: str, queries: list[str]) -> dict[str, Any]:
     """From kb itself: ids and resource URIs for the mixed load, and the canned results of the floor
-    (the median-sized result of 40 searches, fetch of a median-sized passage, read of a median-sized
-    document), so that the client validates and parses as much from the floor as from kb."""
+    (the median-sized result of 40 searches; kb's own fetch of each id and read of each URI, the
+    median-sized ones for any other), so that the client validates and parses as much from the
+    floor as from kb: the documents read are 6 KB at the median but 18 KB on average."""
     async with Client(url, cache=None, read_timeout_seconds=30) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         ids: list[str] = []
@@ -134,8 +135,16 @@ async def _sample_kb(url: str, queries: list[str]) -> dict[str, Any]:
             read.append((len(contents.text), path, contents.text))
     fetched.sort(key=lambda f: f[0])
     read.sort(key=lambda r: r[0])
-    canned["fetch"] = {"result": fetched[len(fetched) // 2][2], "output_schema": tools["fetch"].output_schema}
-    canned["resource"] = {"uri": f"kb://doc/{read[len(read) // 2][1]}", "text": read[len(read) // 2][2]}
+    canned["fetch"] = {
+        "result": fetched[len(fetched) // 2][2],
+        "output_schema": tools["fetch"].output_schema,
+        "by_id": {doc_id: result for _, doc_id, result in fetched},
+    }
+    canned["resource"] = {
+        "uri": f"kb://doc/{read[len(read) // 2][1]}",
+        "text": read[len(read) // 2][2],
+        "by_path": {path: text for _, path, text in read},
+    }
     return {"canned": canned, "ids": ids, "uris": [f"kb://doc/{path}" for path in paths]}
 
 
