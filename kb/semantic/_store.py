@@ -61,7 +61,7 @@ class VectorStore:
         self._foreign: set[str] = set()  # segments of another model (an earlier kb's): never read again
         self._shortlist_from = shortlist_from
         self._rows = Rows(dimensions, shortlist_from)
-        # (keys, matrix) as one value, replaced whole: a search reads it without the lock.
+        # The rows as one `View`, replaced whole: a search reads it without the lock.
         self._data = self._rows.view()
         self.version = 0  # counts the replacements of `_data`: for caches of search results
         self._seen: int | None = None  # the folder's mtime when last listed
