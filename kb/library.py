@@ -246,6 +246,7 @@ class Library:
             "sync_error": self.sync_error,
             **(watcher.status() if watcher is not None else {"watcher": "off", "last_commit": None}),
             "semantic": self._semantic_status(),
+            "search_cache": self._recent.status(),
             "last_sync": None
             if report is None
             else {

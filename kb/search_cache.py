@@ -30,17 +30,27 @@ class SearchCache:
         self._entries = entries
         self._results: OrderedDict[Hashable, SearchResults] = OrderedDict()
         self._lock = threading.Lock()
+        self._hits = 0  # searches answered from here
+        self._misses = 0  # searches made, then kept here
+
+    def status(self) -> dict[str, int]:
+        """For `kb://status`: how many results are kept, and how many searches were answered here
+        (hits) or made (misses)."""
+        with self._lock:
+            return {"entries": len(self._results), "hits": self._hits, "misses": self._misses}
 
     def get(self, key: Hashable) -> SearchResults | None:
         with self._lock:
             results = self._results.get(key)
             if results is not None:
                 self._results.move_to_end(key)
+                self._hits += 1
             return results
 
     def put(self, key: Hashable, results: SearchResults) -> None:
         """Keep `results` (never changed afterwards: callers get them as they are)."""
         with self._lock:
+            self._misses += 1
             self._results[key] = results
             self._results.move_to_end(key)
             while len(self._results) > self._entries:

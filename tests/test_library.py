@@ -119,6 +119,7 @@ def test_a_repeated_search_is_answered_again_until_a_commit_changes_the_index(li
     assert sorted(h.path for h in after.results) == ["guide.md", "more.md"]
     lately = library.searched_lately("setup")
     assert lately is not None and lately.results is after.results
+    assert library.status()["search_cache"] == {"entries": 3, "hits": 3, "misses": 3}
 
 
 def test_searches_repeated_while_commits_land_see_each_commit_once_it_is_made(library: Library) -> None:

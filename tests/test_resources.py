@@ -45,11 +45,15 @@ async def test_a_missing_or_refused_document_is_a_resource_not_found_error(setti
 
 async def test_status_resource_reports_index_statistics_as_json(settings):
     async with connected(settings) as client:
+        for query in ("install", "install", "install", "linux"):  # the repeats come from the cache
+            await client.call_tool("search", {"query": query})
         result = await client.read_resource("kb://status")
     status = json.loads(result.contents[0].text)
     assert result.contents[0].mime_type == "application/json"
     assert status["documents"] == 3 and status["syncing"] is False
     assert status["last_sync"]["unchanged"] == 3
+    cache = status["search_cache"]  # a merge of the index's segments after the sync may end amid the searches
+    assert cache["hits"] + cache["misses"] == 4 and cache["hits"] >= 1 and cache["entries"] <= cache["misses"]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -118,7 +118,6 @@ class SearchIndex:
     def reload(self) -> None:
         """See the latest commit, ours or another process's."""
         self._index.reload()
-        self._taken_in = None  # `version` moves on too, whatever the commit's meta.json looks like
 
     # ---- writing -------------------------------------------------------------------------
 
