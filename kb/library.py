@@ -229,8 +229,8 @@ class Library:
         if always or self._paths is not None:
             try:
                 self.document_paths()
-            except Exception:  # a listing will try again, and say what failed
-                logger.exception("reading the indexed paths failed")
+            except Exception as exc:  # a listing will try again, and say what failed
+                logger.warning("reading the indexed paths failed: %s", exc)
 
     @property
     def syncing(self) -> bool:
