@@ -216,3 +216,38 @@ def test_a_commit_whose_meta_json_stats_as_an_earlier_one_is_still_seen(library:
             assert library.search("alpha").results == [], "answered from before the last commits"
     finally:
         other.close()
+
+
+def test_status_while_commits_replace_the_index_files(library: Library) -> None:
+    """Commits create and delete the index's files (segments, meta.json renamed over): a status read
+    meanwhile sizes what is there, and never fails on a file gone between listing and stat."""
+    other = SearchIndex.open(library.settings.index_dir)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    reads = 0
+
+    def read_status() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            try:
+                library.status()
+                reads += 1
+            except Exception as exc:  # the failure this test is about
+                failures.append(exc)
+                return
+
+    thread = threading.Thread(target=read_status)
+    thread.start()
+    try:
+        with other.batch() as batch:
+            deadline = time.monotonic() + 2.0
+            word = 0
+            while time.monotonic() < deadline and not failures:
+                _commit_word(batch, f"word{word}")
+                word += 1
+    finally:
+        stop.set()
+        thread.join(10)
+        other.close()
+    assert not failures, f"status failed after {reads} reads: {failures[0]!r}"
+    assert reads > 10 and word > 10, (reads, word)

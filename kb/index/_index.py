@@ -374,9 +374,17 @@ class SearchIndex:
         searcher = self._searcher()
         documents = matching(searcher, self._term("kind", "file"))
         sections = matching(searcher, self._term("kind", "section"))
-        size = sum(f.stat().st_size for f in self.index_dir.iterdir() if f.is_file())
-        meta = self.index_dir / "meta.json"
-        last = datetime.fromtimestamp(meta.stat().st_mtime, UTC) if documents and meta.exists() else None
+        # A commit meanwhile creates and deletes files: one gone between the listing and its stat
+        # is not counted, rather than failing the status.
+        size = 0
+        for entry in os.scandir(self.index_dir):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_file(follow_symlinks=False):
+                    size += entry.stat(follow_symlinks=False).st_size
+        last = None
+        if documents:
+            with contextlib.suppress(FileNotFoundError):
+                last = datetime.fromtimestamp(os.stat(self._meta_name).st_mtime, UTC)
         return IndexStats(
             root=str(self.root),
             index_dir=str(self.index_dir),
