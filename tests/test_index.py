@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -258,3 +259,19 @@ def test_an_index_of_an_older_schema_is_rebuilt_by_a_command_that_knows_the_root
     assert reopened.stats().documents == 0
     sync(Settings(root=tmp_path / "docs", index_dir=index.index_dir), reopened)
     assert reopened.stats().documents == 4
+
+
+def test_a_fifo_in_place_of_meta_json_does_not_stall_the_look_for_commits(tmp_path: Path) -> None:
+    # The look runs on a server's event loop before every search: opening a FIFO would wait there
+    # for a writer that never comes.
+    index = build(tmp_path / "docs")
+    before = index.generation()
+    meta = index.index_dir / "meta.json"
+    meta.unlink()
+    os.mkfifo(meta)
+    looked: list[tuple[int, ...]] = []
+    looking = threading.Thread(target=lambda: looked.append(index.generation()), daemon=True)
+    looking.start()
+    looking.join(10)
+    assert looked == [()], "the look for a commit stalled on a FIFO"
+    assert before != ()

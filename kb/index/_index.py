@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 import time
 import zlib
@@ -296,14 +297,18 @@ class SearchIndex:
         tell commits apart: the inode comes back two renames later, the size rarely changes, and a
         coarse file-system clock (a 4 ms tick here, 1 s or 2 s elsewhere; another machine's, over
         NFS) can give a later commit an earlier one's time. Its bytes do (each commit's opstamp
-        differs): the file is read too, from the descriptor that is stated (5 us against 2).
+        differs): the file is read too, from the descriptor that is stated (5 us against 2). It is
+        opened without blocking (this runs on a server's event loop: a FIFO put in its place must
+        not stall it) and read only if it is a regular file.
         """
         try:
-            descriptor = os.open(self._meta_name, os.O_RDONLY | os.O_CLOEXEC)
+            descriptor = os.open(self._meta_name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
             return ()
         try:
             st = os.fstat(descriptor)
+            if not stat.S_ISREG(st.st_mode):
+                return ()
             data = b"".join(iter(lambda: os.read(descriptor, 65536), b""))
         except OSError:
             return ()
