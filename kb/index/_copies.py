@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import tantivy
 
+from kb.index._matches import every_match
 from kb.models import Document
 
 if TYPE_CHECKING:
@@ -195,35 +196,54 @@ def passage_keys(docs: Sequence[Document]) -> list[list[PassageKeys]]:
 
 
 def one_slot_per_passage(
-    searcher: tantivy.Searcher, hits: list[tuple[float, tantivy.DocAddress]]
+    searcher: tantivy.Searcher, schema: tantivy.Schema, hits: list[tuple[float, tantivy.DocAddress]]
 ) -> tuple[list[tuple[float, tantivy.DocAddress]], list[list[tantivy.DocAddress]]]:
     """`hits` (best first) with each passage's copies folded into its best-ranked instance: the
-    hits with its `passage_key`, and those whose sketch agrees with its own on `NEAR_BANDS` bands."""
+    hits with its `passage_key`, those whose sketch agrees with its own on `NEAR_BANDS` bands, and
+    the passages of its document's translations (see `_translations`)."""
     addresses = [address for _, address in hits]
     keys = searcher.fast_field_values("content", addresses)
     linked = _linked_bands([searcher.fast_field_values(field, addresses) for field in SKETCH_FIELDS])
+    families = _translated(searcher, schema, addresses)
     slots: list[tuple[float, tantivy.DocAddress]] = []
     copies: list[list[tantivy.DocAddress]] = []
     slot_of: dict[int, int] = {}
+    slot_of_family: dict[int, int] = {}
     near: dict[int, list[int]] = {}  # for each band value (tagged with its band), the slots that have it
-    for i, ((score, address), value) in enumerate(zip(hits, keys, strict=True)):
+    for i, ((score, address), value, family) in enumerate(zip(hits, keys, families, strict=True)):
         key = int(value or 0)
         slot = slot_of.get(key) if key else None
         bands = linked.get(i)
         if slot is None and bands:
             slot = _near_slot(bands, near)
+        if slot is None and family:
+            slot = slot_of_family.get(family)
         if slot is not None:
             copies[slot].append(address)
             continue
         slot = len(slots)
         if key:
             slot_of[key] = slot
+        if family:
+            slot_of_family[family] = slot
         if bands:
             for band in bands:
                 near.setdefault(band, []).append(slot)
         slots.append((score, address))
         copies.append([])
     return slots, copies
+
+
+def _translated(searcher: tantivy.Searcher, schema: tantivy.Schema, addresses: list[tantivy.DocAddress]) -> list[int]:
+    """For each hit, its translation family if it folds (another hit is of the same family, and the
+    family has an original in the index); else 0. A ranking of one language looks nothing up."""
+    families = [int(value or 0) for value in searcher.fast_field_values("family", addresses)]
+    shared = [family for family, n in Counter(families).items() if n > 1 and family]
+    if not shared:
+        return [0] * len(families)
+    originals = every_match(searcher, tantivy.Query.term_set_query(schema, "original", shared))
+    folding = {int(value or 0) for value in searcher.fast_field_values("original", originals)}
+    return [family if family in folding else 0 for family in families]
 
 
 def _linked_bands(fields: Sequence[Sequence[object]]) -> dict[int, list[int]]:

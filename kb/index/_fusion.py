@@ -6,6 +6,7 @@ from __future__ import annotations
 import tantivy
 
 from kb.index._copies import one_slot_per_passage
+from kb.index._matches import every_match, matching
 from kb.index._query import QueryPlan
 
 MAX_HITS_SCANNED = 5000
@@ -18,10 +19,9 @@ def filtered_keys(searcher: tantivy.Searcher, plan: QueryPlan) -> list[int] | No
     """The vector keys of the passages the filters let through, if few enough to rank them all
     by meaning (None: so many that the nearest of all passages hold enough of them)."""
     passing = plan.restrict(tantivy.Query.all_query())
-    count = matching(searcher, passing)
-    if count > MAX_RANKED_BY_MEANING:
+    if matching(searcher, passing) > MAX_RANKED_BY_MEANING:
         return None
-    addresses = [address for _, address in searcher.search(passing, limit=max(count, 1), count=False).hits]
+    addresses = every_match(searcher, passing)
     return list({int(key or 0) for key in searcher.fast_field_values("vector_key", addresses)})
 
 
@@ -111,7 +111,7 @@ def fuse(
         lexical_too = matching(searcher, both)
         ranked = fused + later
         return ranked, max(total + len(meaning) - lexical_too, len(ranked)), [[] for _ in ranked]
-    slots, copies = one_slot_per_passage(searcher, fused + later)
+    slots, copies = one_slot_per_passage(searcher, schema, fused + later)
     known = {place(address): others for (_, address), others in zip(hits, lexical_copies, strict=True)}
     for (_, address), others in zip(slots, copies, strict=True):
         named = {place(c) for c in others}
@@ -132,13 +132,3 @@ def with_keys(schema: tantivy.Schema, keys: list[int]) -> tantivy.Query:
 def place(address: tantivy.DocAddress) -> tuple[int, int]:
     """Where a passage is in the index: one passage, whichever query found it."""
     return (address.segment_ord, address.doc)
-
-
-def matching(searcher: tantivy.Searcher, query: tantivy.Query) -> int:
-    """How many records `query` matches (counted; no hit is kept)."""
-    return result_count(searcher.search(query, limit=1, count=True))
-
-
-def result_count(result: tantivy.SearchResult) -> int:
-    """How many matched (a search run with count=True)."""
-    return int(result.count)  # type: ignore[attr-defined]  # set with count=True; missing from the stub

@@ -28,8 +28,9 @@ from kb.index import _lock
 from kb.index._batch import IndexBatch
 from kb.index._copies import one_slot_per_passage
 from kb.index._folder import VECTORS_FOLDER, open_folder
-from kb.index._fusion import MAX_HITS_SCANNED, by_meaning, filtered_keys, fuse, matching, place, result_count
-from kb.index._query import DEFAULT_RANKING, QueryPlan, Ranking, plan_query, prefix_regex
+from kb.index._fusion import MAX_HITS_SCANNED, by_meaning, filtered_keys, fuse, place
+from kb.index._matches import every_match, matching, result_count
+from kb.index._query import DEFAULT_RANKING, QueryPlan, Ranking, asks_in_english, plan_query, prefix_regex
 from kb.index._results import SNIPPET_CHARS, hit
 from kb.index._schema import (
     SCHEMA_VERSION,
@@ -41,6 +42,7 @@ from kb.index._schema import (
     section_from_record,
     text_of,
 )
+from kb.index._translations import originals_first
 from kb.index._vocabulary import Vocabulary
 from kb.models import (
     DocId,
@@ -207,14 +209,13 @@ class SearchIndex:
         # One regex of thousands of alternatives compiles slower than reading every file's stat.
         many = under if under is not None and len(under) > MAX_PREFIX_QUERY else None
         query = self._files_query(None if many else under)
-        count = matching(searcher, query)
-        if not count:
+        addresses = every_match(searcher, query)
+        if not addresses:
             return {}
-        addresses = [address for _, address in searcher.search(query, limit=count, count=False).hits]
         nums, sizes, mtimes = (searcher.fast_field_values(f, addresses) for f in ("doc_num", "size", "mtime_ns"))
         by_num = {num: (size, mtime) for num, size, mtime in zip(nums, sizes, mtimes, strict=True)}
         stats = {}
-        for path in self._paths(searcher, query, count):
+        for path in self._paths(searcher, query, len(addresses)):
             found = by_num.get(doc_num(path))
             if found is not None:
                 stats[path] = (int(found[0] or 0), int(found[1] or 0))
@@ -278,10 +279,7 @@ class SearchIndex:
                     (tantivy.Occur.Must, tantivy.Query.term_set_query(self._schema, "path", paths)),
                 ]
             )
-        count = matching(searcher, query) if paths != [] else 0
-        if not count:
-            return []
-        addresses = [address for _, address in searcher.search(query, limit=count, count=False).hits]
+        addresses = every_match(searcher, query) if paths != [] else []
         keys = searcher.fast_field_values("vector_key", addresses)
         return [(address, int(key or 0)) for address, key in zip(addresses, keys, strict=True)]
 
@@ -483,6 +481,8 @@ class SearchIndex:
                 searcher, self._schema, plan, (hits, total, copies), head, found, all_passages, self._ranking.rrf_k
             )
         page = list(zip(hits, copies, strict=True))[offset : offset + limit]
+        if asks_in_english(query):
+            page = originals_first(searcher, page)
         snippets = tantivy.SnippetGenerator.create(searcher, plan.text_query, self._schema, "body")
         snippets.set_max_num_chars(SNIPPET_CHARS)
         results = [
@@ -531,7 +531,7 @@ class SearchIndex:
             nums = searcher.fast_field_values("doc_num", [address for _, address in result.hits])
             for (score, address), num in zip(result.hits, nums, strict=True):
                 best.setdefault(int(num or 0), (score, address))
-            slots, copies = one_slot_per_passage(searcher, list(best.values()))
+            slots, copies = one_slot_per_passage(searcher, self._schema, list(best.values()))
             exhausted = len(result.hits) < scan
             if len(slots) >= wanted or exhausted or scan >= MAX_HITS_SCANNED:
                 # When the scan was cut short there are at least this many, maybe more.

@@ -139,6 +139,12 @@ def analyze(text: str) -> list[str]:
 _STOPWORD_TERMS = frozenset(analyze(" ".join(STOPWORDS)))
 
 
+def asks_in_english(text: str) -> bool:
+    """Whether a query reads as English: two of its words at least are English function words
+    (one alone is also a word of other languages: "a", "in", "was")."""
+    return len(STOPWORDS.intersection(_WORD.findall(text.lower()))) >= 2
+
+
 def content_words(text: str) -> list[str]:
     """The words of a natural-language query worth searching for (all of them if all are stopwords)."""
     words = _WORD.findall(text)

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import tantivy
 
 from kb.index._copies import SKETCH_FIELDS, PassageKeys, passage_keys
+from kb.index._translations import family
 from kb.models import Document, ManifestEntry, Section
 
-SCHEMA_VERSION = 6  # 6: near-copy sketches by one-permutation MinHash; file records' stat columns
+SCHEMA_VERSION = 7  # 7: translation families; 6: near-copy sketches by one-permutation MinHash, stat columns
 # Title, heading and body: words lowercased, accents folded ('café' is 'cafe', 'straße' is 'strasse')
 # and English stems. Tantivy keeps no analyzer in the index, so every opening registers it.
 TEXT_TOKENIZER = "kb_text"
@@ -62,6 +63,11 @@ def build_schema() -> tantivy.Schema:
     # (a version's edits, a renamed product) take one slot too.
     for field in SKETCH_FIELDS:
         sb.add_integer_field(field, fast=True)
+    # The passage's document's translations (see `_translations.family`), so they take one slot; and
+    # in the passages of an English or untagged document, the same number: whether a family has
+    # such an original, and which passage an English question is shown.
+    sb.add_integer_field("family", fast=True)
+    sb.add_integer_field("original", indexed=True, fast=True)
     # Which vector the passage needs (see `vector_key`): indexed to find a vector's passages, fast to
     # list the keys without loading records.
     sb.add_integer_field("vector_key", indexed=True, fast=True)
@@ -101,6 +107,7 @@ def section_records(
     """One record per section of `doc`, in order; `keys` are its `passage_keys` if known."""
     mtime = entry.mtime_ns // 1_000_000_000
     num = doc_num(doc.path)
+    translations = family(doc.path)
     keys = passage_keys([doc])[0] if keys is None else keys
     records = []
     for ordinal, (section, key) in enumerate(zip(doc.sections, keys, strict=True)):
@@ -114,11 +121,14 @@ def section_records(
             format=doc.format,
             ordinal=ordinal,
             doc_num=num,
+            family=translations.number,
             content=key.exact,
             **dict(zip(SKETCH_FIELDS, key.near, strict=True)),
             vector_key=vector_key(passage_text(doc.title, section.heading or "", section.text)),
             mtime=mtime,
         )
+        if translations.original:
+            record.add_integer("original", translations.number)
         for tag in entry.tags:
             record.add_text("tags", tag)
         if section.page is not None:

@@ -1,0 +1,94 @@
+"""Translations: one document in several languages, told apart by a language tag in its path.
+
+A documentation set kept in many languages repeats each page under a folder per language
+(`docs/en/setup.md`, `docs/fr/setup.md`) or with a tag before the extension (`setup.md`,
+`setup.fr.md`). The translations of a page share code, names and numbers, so a search ranks many
+of them together and they fill its first slots with one page. Each path's *family* is the path
+with its language tags masked, and a ranking keeps one slot per family, naming the others.
+
+Only a family with an *original* (an English or untagged member) folds. Two-letter folder names
+that are not languages (the states `ca`, `de`, `id`, ... of a country's pages) have none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import NamedTuple
+
+import tantivy
+
+# ISO 639-1: every two-letter language code.
+_LANGUAGES = frozenset(
+    """aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy
+    da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu hy
+    hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li
+    ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om or os pa
+    pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw ta te tg th
+    ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu""".split()
+)
+# A language, then optionally a region (`pt-br`, `es-419`) or a script (`zh-hant`), as folder
+# and file names write them (`-` or `_`, any case).
+_TAG = re.compile(r"([a-z]{2})(?:[-_](?:[a-z]{2}|[0-9]{3}|[a-z]{4}))?", re.IGNORECASE)
+_MASK = "*"
+
+
+class Family(NamedTuple):
+    """The translations a document belongs to: `number` is shared by all of them; `original` says
+    this one is English or carries no language tag."""
+
+    number: int
+    original: bool
+
+
+def language(name: str) -> str | None:
+    """The language of a folder or file-name tag (`fr`, `pt-BR`, `zh_Hant` -> its two letters)."""
+    match = _TAG.fullmatch(name)
+    if match is None:
+        return None
+    code = match.group(1).lower()
+    return code if code in _LANGUAGES else None
+
+
+def family(path: str) -> Family:
+    """The family of the document at `path`: a hash of the path with every folder that names a
+    language, and a language tag before the extension (`setup.fr.md`), masked. A name without a
+    tag is masked as if it had one, so that `setup.md` and `setup.fr.md` are one family."""
+    parts = path.split("/")
+    english = True
+    for i, part in enumerate(parts[:-1]):
+        if (code := language(part)) is not None:
+            parts[i] = _MASK
+            english = english and code == "en"
+    stem, dot, extension = parts[-1].rpartition(".")
+    if not dot:  # no extension: the whole name is the stem
+        stem, extension = parts[-1], ""
+    base, tag_dot, tag = stem.rpartition(".")
+    if tag_dot and base and (code := language(tag)) is not None:
+        stem = base
+        english = english and code == "en"
+    parts[-1] = f"{stem}.{_MASK}.{extension}"
+    digest = hashlib.blake2b("/".join(parts).encode(), digest_size=8).digest()
+    return Family(int.from_bytes(digest, "big", signed=True), english)
+
+
+Slot = tuple[tuple[float, tantivy.DocAddress], list[tantivy.DocAddress]]  # a hit and its copies
+
+
+def originals_first(searcher: tantivy.Searcher, page: list[Slot]) -> list[Slot]:
+    """`page`, each slot held by a translation whose copies include a passage of its family's
+    original shown by that passage instead, at the same rank: what a question asked in English
+    wants (otherwise the best-ranked translation stands, as a question in its language wants)."""
+    hits = [address for (_, address), _ in page]
+    families = searcher.fast_field_values("family", hits)
+    originals = searcher.fast_field_values("original", hits)
+    shown = list(page)
+    for i, ((score, address), others) in enumerate(page):
+        family_number = int(families[i] or 0)
+        if not family_number or int(originals[i] or 0) == family_number or not others:
+            continue
+        marks = searcher.fast_field_values("original", others)
+        first = next((j for j, mark in enumerate(marks) if int(mark or 0) == family_number), None)
+        if first is not None:
+            shown[i] = ((score, others[first]), [address, *others[:first], *others[first + 1 :]])
+    return shown
