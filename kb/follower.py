@@ -51,7 +51,7 @@ class Follower:
         if now != self._generation:
             self._generation, self._keys = now, None
             self.index.reload()
-            current = self.index.file_stats()
+            current = dict(self.index.file_stats())  # kept until the next commit: not its searcher
             if self._known is not None:
                 report = _changes(self.settings, self._known, current)
                 if not report.changed_documents:

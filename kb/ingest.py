@@ -224,16 +224,27 @@ def _sync(
     report.unsupported = dict(sorted(found.unsupported.items()))
     # A named path that is not UTF-8 was skipped by the walk, and no document can have it.
     indexed = index.file_stats(under=None if paths is None else [p for p in paths if _is_utf8(p)])
-    current = {f.path for f in found.files}
-    gone = sorted(p for p in indexed if p not in current)
     changed: list[SourceFile] = []
+    reread: list[str] = []  # the changed files that are indexed
+    still_there = unchanged = 0
     for source in found.files:
-        if not rebuild and indexed.get(source.path) == (source.size, source.mtime_ns):
-            report.unchanged += 1
+        stat_then = indexed.get(source.path)
+        if stat_then is None:
+            changed.append(source)
+            continue
+        still_there += 1
+        if not rebuild and stat_then == (source.size, source.mtime_ns):
+            unchanged += 1
         else:
             changed.append(source)
+            reread.append(source.path)
+    report.unchanged = unchanged
+    gone: list[str] = []
+    if still_there < len(indexed):  # only then are the indexed paths listed
+        current = {f.path for f in found.files}
+        gone = sorted(p for p in indexed if p not in current)
     # Whole manifest records only for the files that changed: their hash may show the content did not.
-    manifest = index.entries([s.path for s in changed if s.path in indexed])
+    manifest = index.entries(reread)
     todo: list[tuple[SourceFile, str | None]] = []
     for source in changed:
         known = manifest.get(source.path)
