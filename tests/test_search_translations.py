@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 from test_search_copies import build
 
+from kb.index import Nearest, SearchIndex
+from kb.index._english import asks_in_english
 from kb.index._translations import family, language
 
 CODE = "```\npip install acme-server\nacme-server --port 8080 --config acme.toml\n```\n"
@@ -14,11 +17,23 @@ PAGES = {
     "en": "# Installing\n\nInstall the server with pip, then start it on a port of your choice.\n\n" + CODE,
     "fr": "# Installation\n\nInstallez le serveur avec pip, puis démarrez-le sur le port de votre choix.\n\n"
     + CODE,
-    "de": "# Installation\n\nInstallieren Sie den Server mit pip und starten Sie ihn auf einem Port.\n\n"
-    + CODE,
+    "de": "# Installation\n\nInstallieren Sie den Server mit pip und starten Sie ihn auf einem Port Ihrer "
+    "Wahl, für immer.\n\n" + CODE,
     "pt-br": "# Instalação\n\nInstale o servidor com pip e inicie-o na porta que preferir.\n\n" + CODE,
 }
 OTHER = "# Configuring\n\nThe server reads acme.toml at start; the port set there wins over --port.\n"
+
+
+FRENCH = "Installez le serveur avec pip, puis démarrez-le sur le port de votre choix. " * 3
+ENGLISH = "Install the server with pip, then start it on a port of your choice. " * 3
+
+
+def french(path: str) -> int:
+    return family(path, lambda: FRENCH).number
+
+
+def english(path: str) -> int:
+    return family(path, lambda: ENGLISH).number
 
 
 @pytest.mark.parametrize(
@@ -28,13 +43,14 @@ OTHER = "# Configuring\n\nThe server reads acme.toml at start; the port set ther
         ("docs/en/install.md", "docs/pt-BR/install.md"),
         ("docs/en/install.md", "docs/zh_Hant/install.md"),
         ("content/en/docs/setup/install.md", "content/ja/docs/setup/install.md"),
+        ("docs/en/ml/models.md", "docs/fr/ml/models.md"),  # a topic folder named like a language
         ("install.md", "install.de.md"),
         ("guide/install.en.md", "guide/install.es.md"),
         ("README.txt", "README.ko.txt"),
     ],
 )
 def test_translations_share_a_family(a: str, b: str) -> None:
-    assert family(a).number == family(b).number
+    assert english(a) == french(b)
 
 
 @pytest.mark.parametrize(
@@ -45,21 +61,36 @@ def test_translations_share_a_family(a: str, b: str) -> None:
         ("docs/en/install.md", "docs/fr/guide/install.md"),
         ("docs/em/install.md", "docs/en/install.md"),  # "em" is no language code
         ("notes.md", "notes.txt"),
+        ("en/README.md", "my-blog/README.md"),  # "blog" is neither a region nor a script
     ],
 )
 def test_other_documents_do_not(a: str, b: str) -> None:
-    assert family(a).number != family(b).number
+    assert english(a) != french(b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("api/scanpy.rst", "api/scanpy.tl.rst"),  # sphinx-apidoc's module pages: Tagalog, Polish
+        ("api/torch.rst", "api/torch.nn.rst"),  # Norwegian Nynorsk
+        ("notes/socket.md", "notes/socket.io.md"),  # Ido
+        ("states/en/overview.md", "states/ca/overview.md"),
+    ],
+)
+def test_names_that_only_look_like_languages_are_no_translations_of_english_text(a: str, b: str) -> None:
+    assert english(a) != english(b)
+    # Nor is a page of code and names, which reads as no language.
+    assert english(a) != family(b, lambda: "acme_server.start(port=8080, config='acme.toml')").number
 
 
 def test_the_original_is_english_or_untagged() -> None:
-    assert family("docs/en/install.md").original
-    assert family("docs/en-US/install.md").original
-    assert family("install.md").original
-    assert family("install.en.md").original
-    assert not family("docs/fr/install.md").original
-    assert not family("install.fr.md").original
-    assert not family("states/ca/overview.md").original
-    assert [language(name) for name in ("fr", "PT-br", "zh_Hant", "es-419", "em", "fra", "f")] == [
+    assert family("docs/en/install.md", lambda: ENGLISH).original
+    assert family("docs/en-US/install.md", lambda: ENGLISH).original
+    assert family("install.md", lambda: ENGLISH).original
+    assert family("install.en.md", lambda: ENGLISH).original
+    assert not family("docs/fr/install.md", lambda: FRENCH).original
+    assert not family("install.fr.md", lambda: FRENCH).original
+    assert [language(name) for name in ("fr", "PT-br", "zh_Hant", "es-419", "em", "fra", "f", "my-blog")] == [
         "fr",
         "pt",
         "zh",
@@ -67,7 +98,20 @@ def test_the_original_is_english_or_untagged() -> None:
         None,
         None,
         None,
+        None,
     ]
+
+
+def test_english_questions_are_told_from_others_that_share_a_function_word() -> None:
+    assert asks_in_english("How do I install the server and start it on a port?")
+    assert asks_in_english("what is the difference between these two settings")
+    assert not asks_in_english("acme-server port config")
+    for other in (
+        "¿Cómo instale el servidor con pip a un puerto no estándar?",
+        "Was passiert, wenn ich den Server mit pip in einem Port installieren?",
+        "Comment on installe le serveur avec pip, il y a une erreur",
+    ):
+        assert not asks_in_english(other), other
 
 
 def test_translations_take_one_slot_shown_in_english_to_an_english_question(tmp_path: Path) -> None:
@@ -114,3 +158,92 @@ def test_pages_in_folders_named_like_languages_but_without_an_english_one_keep_t
     index = build(tmp_path, states)
     found = index.search("When are the state offices open and how are forms filed?")
     assert {hit.path for hit in found.results} == set(states)
+
+
+def test_a_module_page_is_not_hidden_under_its_package_page(tmp_path: Path) -> None:
+    files = {
+        "notes/socket.md": "# Sockets\n\nA Unix socket connection: bind, listen, accept; reconnect a client "
+        "after the server restarts.\n",
+        "notes/socket.io.md": "# Socket.IO\n\nThe socket.io client emits events; to reconnect a client after "
+        "the server restarts set its reconnection options.\n",
+    }
+    index = build(tmp_path, files)
+    found = index.search("How do I reconnect a socket.io client after the server restarts?")
+    assert {hit.path for hit in found.results} == set(files)
+
+
+FUSED_EN = (
+    "# Installing\n\nInstall the server with pip, then start it on a port of your choice. "
+    + "Some unrelated filler words about releases and history. " * 8
+    + "\n\n"
+    + CODE
+    + "\n## Background\n\nWhy a daemon listens: sockets, systemd units and service managers.\n"
+)
+FUSED = {
+    "docs/en/install.md": FUSED_EN,
+    "docs/fr/install.md": "# Installation\n\nInstallez acme-server avec pip, puis démarrez acme-server "
+    "sur le port.\n\n" + CODE,
+    "docs/de/install.md": "# Installation\n\nInstallieren Sie acme-server mit pip und starten Sie "
+    "acme-server auf einem Port für immer.\n\n" + CODE,
+    "docs/pt/install.md": "# Instalação\n\nInstale acme-server com pip e inicie acme-server na porta.\n\n"
+    + CODE,
+    "docs/en/ports.md": "# Ports\n\nacme-server acme-server acme-server pip port port: choose the "
+    "acme-server port zyxw.\n",
+}
+
+
+def fused_index(tmp_path: Path) -> tuple[SearchIndex, Nearest]:
+    """The FUSED pages, with a stand-in for search by meaning that finds the English page's
+    Background passage (which holds none of the queries' words)."""
+    index = build(tmp_path, FUSED)
+    key = next(key for key, text in index.passages(lambda _: True) if "Background" in text.splitlines()[0])
+    return index, lambda _among: [(key, 0.9)]
+
+
+def test_a_fused_slot_names_each_document_once_and_never_its_own(tmp_path: Path) -> None:
+    index, nearest = fused_index(tmp_path)
+    for query in ("How do I install the acme-server on a port?", "acme-server install port pip"):
+        found = index.search(query, nearest=nearest)
+        names = [name for hit in found.results for name in (hit.path, *hit.copies)]
+        assert len(names) == len(set(names)), names
+        assert set(names) == set(FUSED)
+
+
+def test_a_fused_slot_keeps_the_translations_its_lexical_hit_named(tmp_path: Path) -> None:
+    index, nearest = fused_index(tmp_path)
+    found = index.search("acme-server pip port zyxw", nearest=nearest)
+    assert {name for hit in found.results for name in (hit.path, *hit.copies)} == set(FUSED)
+    install = next(hit for hit in found.results if hit.path.endswith("install.md"))
+    if install.path == "docs/en/install.md":  # shown by the passage the words found, not by meaning
+        assert install.heading == "Installing"
+
+
+def test_paging_through_many_translated_pages_ends_and_repeats_nothing(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    languages = "en fr de es it pt ja ko zh ru pl nl sv tr uk vi id fa he ar cs hu ro el da".split()
+
+    def words(n: int) -> str:
+        return " ".join("".join(rng.choice("abcdefghij") for _ in range(7)) for _ in range(n))
+
+    files = {}
+    for page in range(100):
+        shared = [words(30) for _ in range(10)]
+        for lang in languages:
+            accent = "" if lang == "en" else " déjà été ça"  # a translation reads as another language
+            body = "".join(
+                f"## Part {s}\n\nThe server setting: {w} {words(30)}{accent}.\n\n"
+                for s, w in enumerate(shared)
+            )
+            files[f"docs/{lang}/page{page}.md"] = f"# Page {page}\n\n{body}"
+    index = build(tmp_path, files)
+    seen: list[str] = []
+    offset: int | None = 0
+    while offset is not None and len(seen) < 1000:
+        found = index.search("server setting", limit=10, offset=offset)
+        # Only the last page may be empty: a full scan cut short cannot tell whether more follow.
+        assert found.results or found.next_offset is None, f"an empty page at {offset} offers another"
+        seen += [name for hit in found.results for name in (hit.path, *hit.copies)]
+        offset = found.next_offset
+    assert offset is None
+    assert len(seen) == len(set(seen))
+    assert len({path.rsplit("/", 1)[1] for path in seen}) >= 20  # families within the scan's reach

@@ -113,11 +113,39 @@ def fuse(
         return ranked, max(total + len(meaning) - lexical_too, len(ranked)), [[] for _ in ranked]
     slots, copies = one_slot_per_passage(searcher, schema, fused + later)
     known = {place(address): others for (_, address), others in zip(hits, lexical_copies, strict=True)}
-    for (_, address), others in zip(slots, copies, strict=True):
-        named = {place(c) for c in others}
-        others.extend(c for c in known.get(place(address), []) if place(c) not in named)
+    slots, copies = _with_lexical_copies(searcher, slots, copies, known)
     exhausted = total <= len(hits)  # else `total` says only that there are more
     return slots, len(slots) if exhausted else max(total, len(slots)), copies
+
+
+def _with_lexical_copies(
+    searcher: tantivy.Searcher,
+    slots: list[tuple[float, tantivy.DocAddress]],
+    copies: list[list[tantivy.DocAddress]],
+    known: dict[tuple[int, int], list[tantivy.DocAddress]],
+) -> tuple[list[tuple[float, tantivy.DocAddress]], list[list[tantivy.DocAddress]]]:
+    """The fused slots, each naming the copies its passages had in the lexical ranking (`known`,
+    by the place of each lexical hit) beside its own, each document once and never the slot's.
+    A slot whose document the words found only as a copy (a translation's, folded under another)
+    shows that passage, which holds the query's words, rather than the one found by meaning."""
+    by_words = set(known) | {place(c) for others in known.values() for c in others}
+    involved = [a for (_, a), others in zip(slots, copies, strict=True) for a in (a, *others)]
+    involved += [c for others in known.values() for c in others]
+    document = {place(a): int(d or 0) for a, d in zip(involved, searcher.fast_field_values("doc_num", involved), strict=True)}
+    shown_slots, shown_copies = [], []
+    for (score, address), others in zip(slots, copies, strict=True):
+        candidates = [c for hit in (address, *others) for c in known.get(place(hit), [])] + others
+        own = document[place(address)]
+        if place(address) not in by_words:
+            address = next((c for c in candidates if document[place(c)] == own and place(c) in by_words), address)
+        named, seen = [], {own}
+        for candidate in candidates:
+            if document[place(candidate)] not in seen:
+                seen.add(document[place(candidate)])
+                named.append(candidate)
+        shown_slots.append((score, address))
+        shown_copies.append(named)
+    return shown_slots, shown_copies
 
 
 def with_keys(schema: tantivy.Schema, keys: list[int]) -> tantivy.Query:

@@ -30,7 +30,8 @@ from kb.index._copies import one_slot_per_passage
 from kb.index._folder import VECTORS_FOLDER, open_folder
 from kb.index._fusion import MAX_HITS_SCANNED, by_meaning, filtered_keys, fuse, place
 from kb.index._matches import every_match, matching, result_count
-from kb.index._query import DEFAULT_RANKING, QueryPlan, Ranking, asks_in_english, plan_query, prefix_regex
+from kb.index._english import asks_in_english
+from kb.index._query import DEFAULT_RANKING, QueryPlan, Ranking, plan_query, prefix_regex
 from kb.index._results import SNIPPET_CHARS, hit
 from kb.index._schema import (
     SCHEMA_VERSION,
@@ -554,8 +555,9 @@ class SearchIndex:
             slots, copies = one_slot_per_passage(searcher, self._schema, list(best.values()))
             exhausted = len(result.hits) < scan
             if len(slots) >= wanted or exhausted or scan >= MAX_HITS_SCANNED:
-                # When the scan was cut short there are at least this many, maybe more.
-                total = len(slots) if exhausted else max(len(slots), wanted + 1)
+                # When the scan was cut short there are at least this many, maybe more; but when
+                # it reached its cap with too few, no later page would find more.
+                total = len(slots) if exhausted or len(slots) < wanted else max(len(slots), wanted + 1)
                 # The slots' best passages come in the scan's order: the first `head` are its first `depth`.
                 within = {place(address) for _, address in result.hits[:depth]}
                 head = next((i for i, (_, a) in enumerate(slots) if place(a) not in within), len(slots))

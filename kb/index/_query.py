@@ -20,6 +20,7 @@ from datetime import datetime
 import tantivy
 
 from kb.errors import QueryError
+from kb.index._english import STOPWORDS
 from kb.index._schema import text_analyzer
 from kb.index._vocabulary import Vocabulary
 from kb.models import FORMATS, Format, normalize_tags
@@ -31,18 +32,6 @@ MAX_FUZZY_TERMS = 8
 TEXT_FIELDS = ["title", "heading", "body"]
 QUERYABLE_FIELDS = frozenset({*TEXT_FIELDS, "path", "tags", "format", "page"})
 
-# Function words that carry no topic in a natural-language question. Only dropped from queries
-# without operators, and never when nothing else would remain; never taken as feedback words.
-STOPWORDS = frozenset(
-    """a about above after again against all also am an and any are as at be because been before being
-    below between both but by can cannot could did do does doing down during each either else even ever
-    every few for from further had has have having he her here hers him his how however i if in into is
-    it its itself just me might more most must my no nor not now of off often on once only or other
-    our out over own per same shall she should so some such than that the their them themselves then
-    there therefore these they this those through thus to too under until up upon very via was we
-    were what whatever when where whereas whether which while who whom whose why will with within
-    without would yet you your tell explain describe please show give find""".split()
-)
 # Parentheses alone are prose ("the flow (laminar) case"): without AND/OR/NOT or +/- they group
 # nothing, so only these mark a query written in Tantivy's syntax.
 _OPERATOR = re.compile(r'[":^*~\[\]{}]|\b(?:AND|OR|NOT)\b|(?:^|[\s(])[+-]\S')
@@ -137,12 +126,6 @@ def analyze(text: str) -> list[str]:
 
 
 _STOPWORD_TERMS = frozenset(analyze(" ".join(STOPWORDS)))
-
-
-def asks_in_english(text: str) -> bool:
-    """Whether a query reads as English: two of its words at least are English function words
-    (one alone is also a word of other languages: "a", "in", "was")."""
-    return len(STOPWORDS.intersection(_WORD.findall(text.lower()))) >= 2
 
 
 def content_words(text: str) -> list[str]:

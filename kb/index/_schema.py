@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import tantivy
 
 from kb.index._copies import SKETCH_FIELDS, PassageKeys, passage_keys
+from kb.index._english import SAMPLE_CHARS
 from kb.index._translations import family
 from kb.models import Document, ManifestEntry, Section
 
@@ -107,7 +108,7 @@ def section_records(
     """One record per section of `doc`, in order; `keys` are its `passage_keys` if known."""
     mtime = entry.mtime_ns // 1_000_000_000
     num = doc_num(doc.path)
-    translations = family(doc.path)
+    translations = family(doc.path, lambda: _opening(doc))
     keys = passage_keys([doc])[0] if keys is None else keys
     records = []
     for ordinal, (section, key) in enumerate(zip(doc.sections, keys, strict=True)):
@@ -138,6 +139,17 @@ def section_records(
             record.add_integer("line_end", section.line_end)
         records.append(record)
     return records
+
+
+def _opening(doc: Document) -> str:
+    """The start of a document's text, enough to tell its language."""
+    texts, size = [], 0
+    for section in doc.sections:
+        texts.append(section.text)
+        size += len(section.text)
+        if size >= SAMPLE_CHARS:
+            break
+    return "\n".join(texts)
 
 
 def file_record(entry: ManifestEntry) -> tantivy.Document:

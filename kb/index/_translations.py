@@ -6,17 +6,22 @@ A documentation set kept in many languages repeats each page under a folder per 
 of them together and they fill its first slots with one page. Each path's *family* is the path
 with its language tags masked, and a ranking keeps one slot per family, naming the others.
 
-Only a family with an *original* (an English or untagged member) folds. Two-letter folder names
-that are not languages (the states `ca`, `de`, `id`, ... of a country's pages) have none.
+Names that only look like languages are common (`ml/`, `io/`, `scanpy.tl.rst`, `socket.io.md`, a
+country's states `ca/`, `de/`), so a tag of a language other than English counts only when the
+document's text is in another language; and a family folds only if it has an *original* (an
+English or untagged member).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 import tantivy
+
+from kb.index._english import reads_as_other_language
 
 # ISO 639-1: every two-letter language code.
 _LANGUAGES = frozenset(
@@ -27,9 +32,9 @@ _LANGUAGES = frozenset(
     pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw ta te tg th
     ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu""".split()
 )
-# A language, then optionally a region (`pt-br`, `es-419`) or a script (`zh-hant`), as folder
-# and file names write them (`-` or `_`, any case).
-_TAG = re.compile(r"([a-z]{2})(?:[-_](?:[a-z]{2}|[0-9]{3}|[a-z]{4}))?", re.IGNORECASE)
+# A language, then optionally a region (`pt-br`, `es-419`) or a script (`zh-hant`, `sr-latn`), as
+# folder and file names write them (`-` or `_`, any case).
+_TAG = re.compile(r"([a-z]{2})(?:[-_](?:[a-z]{2}|[0-9]{3}|hans|hant|latn|cyrl|arab))?", re.IGNORECASE)
 _MASK = "*"
 
 
@@ -50,26 +55,29 @@ def language(name: str) -> str | None:
     return code if code in _LANGUAGES else None
 
 
-def family(path: str) -> Family:
-    """The family of the document at `path`: a hash of the path with every folder that names a
-    language, and a language tag before the extension (`setup.fr.md`), masked. A name without a
-    tag is masked as if it had one, so that `setup.md` and `setup.fr.md` are one family."""
+def family(path: str, text: Callable[[], str]) -> Family:
+    """The family of the document at `path`, whose text starts with `text()` (asked for only when
+    the path names a language other than English).
+
+    Masked: the highest folder that names a language (a topic folder below it, `docs/fr/ml/`, is
+    part of the page's name) and a language tag before the extension (`setup.fr.md`). A name
+    without a tag is masked as if it had one, so that `setup.md` and `setup.fr.md` are one family.
+    """
     parts = path.split("/")
-    english = True
-    for i, part in enumerate(parts[:-1]):
-        if (code := language(part)) is not None:
-            parts[i] = _MASK
-            english = english and code == "en"
+    folder = next((i for i, part in enumerate(parts[:-1]) if language(part) is not None), None)
     stem, dot, extension = parts[-1].rpartition(".")
     if not dot:  # no extension: the whole name is the stem
         stem, extension = parts[-1], ""
     base, tag_dot, tag = stem.rpartition(".")
-    if tag_dot and base and (code := language(tag)) is not None:
-        stem = base
-        english = english and code == "en"
-    parts[-1] = f"{stem}.{_MASK}.{extension}"
+    named = language(tag) if tag_dot and base else None
+    codes = [code for code in (None if folder is None else language(parts[folder]), named) if code]
+    if any(code != "en" for code in codes) and not reads_as_other_language(text()):
+        folder, named, codes = None, None, []  # names that only look like languages
+    if folder is not None:
+        parts[folder] = _MASK
+    parts[-1] = f"{base if named else stem}.{_MASK}.{extension}"
     digest = hashlib.blake2b("/".join(parts).encode(), digest_size=8).digest()
-    return Family(int.from_bytes(digest, "big", signed=True), english)
+    return Family(int.from_bytes(digest, "big", signed=True), all(code == "en" for code in codes))
 
 
 Slot = tuple[tuple[float, tantivy.DocAddress], list[tantivy.DocAddress]]  # a hit and its copies
