@@ -44,6 +44,16 @@ def english(path: str) -> int:
         ("docs/en/install.md", "docs/zh_Hant/install.md"),
         ("content/en/docs/setup/install.md", "content/ja/docs/setup/install.md"),
         ("docs/en/ml/models.md", "docs/fr/ml/models.md"),  # a topic folder named like a language
+        ("docs/guide/install.md", "docs/fr/guide/install.md"),  # English at the top, as VitePress keeps it
+        (
+            "website/docs/guide/install.md",
+            "website/i18n/fr/docusaurus-plugin-content-docs/current/guide/install.md",
+        ),
+        (
+            "versioned_docs/version-2/install.md",
+            "i18n/ko/docusaurus-plugin-content-docs/version-2/install.md",
+        ),
+        ("blog/2024-01-01-release.md", "i18n/fr/docusaurus-plugin-content-blog/2024-01-01-release.md"),
         ("install.md", "install.de.md"),
         ("guide/install.en.md", "guide/install.es.md"),
         ("README.txt", "README.ko.txt"),
@@ -59,6 +69,7 @@ def test_translations_share_a_family(a: str, b: str) -> None:
         ("docs/api/install.md", "docs/cli/install.md"),  # not languages
         ("docs/en/install.md", "docs/en/upgrade.md"),
         ("docs/en/install.md", "docs/fr/guide/install.md"),
+        ("docs/install.md", "i18n/fr/docusaurus-plugin-content-docs/version-2/install.md"),
         ("docs/em/install.md", "docs/en/install.md"),  # "em" is no language code
         ("notes.md", "notes.txt"),
         ("en/README.md", "my-blog/README.md"),  # "blog" is neither a region nor a script
@@ -247,3 +258,15 @@ def test_paging_through_many_translated_pages_ends_and_repeats_nothing(tmp_path:
     assert offset is None
     assert len(seen) == len(set(seen))
     assert len({path.rsplit("/", 1)[1] for path in seen}) >= 20  # families within the scan's reach
+
+
+def test_translations_beside_an_english_tree_take_its_slot(tmp_path: Path) -> None:
+    files = {
+        "guide/install.md": PAGES["en"],
+        "fr/guide/install.md": PAGES["fr"],
+        "de/guide/install.md": PAGES["de"],
+    }
+    index = build(tmp_path, {**files, "guide/configure.md": OTHER})
+    found = index.search("How do I install the server with pip?")
+    assert [hit.path for hit in found.results] == ["guide/install.md", "guide/configure.md"]
+    assert set(found.results[0].copies) == {"fr/guide/install.md", "de/guide/install.md"}

@@ -4,7 +4,7 @@ A documentation set kept in many languages repeats each page under a folder per 
 (`docs/en/setup.md`, `docs/fr/setup.md`) or with a tag before the extension (`setup.md`,
 `setup.fr.md`). The translations of a page share code, names and numbers, so a search ranks many
 of them together and they fill its first slots with one page. Each path's *family* is the path
-with its language tags masked, and a ranking keeps one slot per family, naming the others.
+without its language, and a ranking keeps one slot per family, naming the others.
 
 Names that only look like languages are common (`ml/`, `io/`, `scanpy.tl.rst`, `socket.io.md`, a
 country's states `ca/`, `de/`), so a tag of a language other than English counts only when the
@@ -57,27 +57,43 @@ def language(name: str) -> str | None:
 
 def family(path: str, text: Callable[[], str]) -> Family:
     """The family of the document at `path`, whose text starts with `text()` (asked for only when
-    the path names a language other than English).
-
-    Masked: the highest folder that names a language (a topic folder below it, `docs/fr/ml/`, is
-    part of the page's name) and a language tag before the extension (`setup.fr.md`). A name
-    without a tag is masked as if it had one, so that `setup.md` and `setup.fr.md` are one family.
-    """
-    parts = path.split("/")
-    folder = next((i for i, part in enumerate(parts[:-1]) if language(part) is not None), None)
-    stem, dot, extension = parts[-1].rpartition(".")
+    the path names a language other than English): the path without its language (see
+    `_without_language`) nor a language tag before the extension (`setup.fr.md`), and with every
+    name marked as if it had such a tag, so that `setup.md` and `setup.fr.md` are one family."""
+    *folders, name = path.split("/")
+    kept, code = _without_language(folders)
+    stem, dot, extension = name.rpartition(".")
     if not dot:  # no extension: the whole name is the stem
-        stem, extension = parts[-1], ""
+        stem, extension = name, ""
     base, tag_dot, tag = stem.rpartition(".")
     named = language(tag) if tag_dot and base else None
-    codes = [code for code in (None if folder is None else language(parts[folder]), named) if code]
-    if any(code != "en" for code in codes) and not reads_as_other_language(text()):
-        folder, named, codes = None, None, []  # names that only look like languages
-    if folder is not None:
-        parts[folder] = _MASK
-    parts[-1] = f"{base if named else stem}.{_MASK}.{extension}"
-    digest = hashlib.blake2b("/".join(parts).encode(), digest_size=8).digest()
-    return Family(int.from_bytes(digest, "big", signed=True), all(code == "en" for code in codes))
+    codes = [c for c in (code, named) if c is not None]
+    if any(c != "en" for c in codes) and not reads_as_other_language(text()):
+        kept, named, codes = folders, None, []  # names that only look like languages
+    key = "/".join([*kept, f"{base if named else stem}.{_MASK}.{extension}"])
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return Family(int.from_bytes(digest, "big", signed=True), all(c == "en" for c in codes))
+
+
+def _without_language(folders: list[str]) -> tuple[list[str], str | None]:
+    """`folders` without the highest one that names a language, and that language (None if none
+    does). So `docs/fr/setup.md` is `docs/setup.md` in French, as is `docs/en/setup.md` in English,
+    and `fr/` beside an English tree holds its translations; a topic folder below the language
+    (`docs/fr/ml/`) is part of the page's name. Docusaurus keeps the French of `docs/setup.md` in
+    `i18n/fr/docusaurus-plugin-content-docs/current/setup.md` (`version-2` for
+    `versioned_docs/version-2`), and of `blog/` in `i18n/fr/docusaurus-plugin-content-blog/`."""
+    for i, folder in enumerate(folders):
+        if (code := language(folder)) is None:
+            continue
+        plugin = folders[i + 1] if i > 0 and folders[i - 1] == "i18n" and i + 1 < len(folders) else None
+        if plugin == "docusaurus-plugin-content-docs" and i + 2 < len(folders):
+            version = folders[i + 2]
+            original = ["docs"] if version == "current" else ["versioned_docs", version]
+            return [*folders[: i - 1], *original, *folders[i + 3 :]], code
+        if plugin == "docusaurus-plugin-content-blog":
+            return [*folders[: i - 1], "blog", *folders[i + 2 :]], code
+        return [*folders[:i], *folders[i + 1 :]], code
+    return folders, None
 
 
 Slot = tuple[tuple[float, tantivy.DocAddress], list[tantivy.DocAddress]]  # a hit and its copies
