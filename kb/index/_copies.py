@@ -199,7 +199,7 @@ def one_slot_per_passage(
 ) -> tuple[list[tuple[float, tantivy.DocAddress]], list[list[tantivy.DocAddress]]]:
     """`hits` (best first) with each passage's copies folded into its best-ranked instance: the
     hits with its `passage_key`, those whose sketch agrees with its own on `NEAR_BANDS` bands, and
-    the passages of its document's translations (see `_translations`)."""
+    the passages of its document's translations (see `_variants`)."""
     addresses = [address for _, address in hits]
     keys = searcher.fast_field_values("content", addresses)
     linked = _linked_bands([searcher.fast_field_values(field, addresses) for field in SKETCH_FIELDS])

@@ -43,7 +43,7 @@ from kb.index._schema import (
     section_from_record,
     text_of,
 )
-from kb.index._translations import originals_first
+from kb.index._variants import originals_first
 from kb.index._vocabulary import Vocabulary
 from kb.models import (
     DocId,

@@ -13,7 +13,7 @@ import tantivy
 
 from kb.index._copies import SKETCH_FIELDS, PassageKeys, passage_keys
 from kb.index._english import SAMPLE_CHARS
-from kb.index._translations import family
+from kb.index._variants import family
 from kb.models import Document, ManifestEntry, Section
 
 SCHEMA_VERSION = 7  # 7: translation families; 6: near-copy sketches by one-permutation MinHash, stat columns
@@ -64,7 +64,7 @@ def build_schema() -> tantivy.Schema:
     # (a version's edits, a renamed product) take one slot too.
     for field in SKETCH_FIELDS:
         sb.add_integer_field(field, fast=True)
-    # The passage's document's translations (see `_translations.family`), so they take one slot; and
+    # The passage's document's translations (see `_variants.family`), so they take one slot; and
     # in the passages of an English or untagged document, the same number: whether a family has
     # such an original, and which passage an English question is shown.
     sb.add_integer_field("family", fast=True)

@@ -10,7 +10,7 @@ from test_search_copies import build
 
 from kb.index import Nearest, SearchIndex
 from kb.index._english import asks_in_english
-from kb.index._translations import family, language
+from kb.index._variants import family, language
 
 CODE = "```\npip install acme-server\nacme-server --port 8080 --config acme.toml\n```\n"
 PAGES = {
@@ -66,10 +66,30 @@ def test_translations_share_a_family(a: str, b: str) -> None:
 @pytest.mark.parametrize(
     ("a", "b"),
     [
+        ("docs/v1.2/install.md", "docs/v1.3/install.md"),
+        ("docs/1.2/install.md", "docs/2.0.1/install.md"),
+        ("docs/2.x/install.md", "docs/v3/install.md"),
+        ("docs/latest/install.md", "docs/stable/install.md"),
+        ("versioned_docs/version-2.0/install.md", "docs/install.md"),
+        ("docs/v1.2/api/v1/users.md", "docs/v1.3/api/v1/users.md"),  # the highest release only
+    ],
+)
+def test_versions_share_a_family(a: str, b: str) -> None:
+    assert english(a) == english(b)
+    assert family(a, lambda: ENGLISH).original
+
+
+def test_numbered_chapters_are_no_versions() -> None:
+    assert english("book/1/intro.md") != english("book/2/intro.md")
+    assert english("docs/v1.2/api/v1/users.md") != english("docs/v1.2/api/v2/users.md")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
         ("docs/api/install.md", "docs/cli/install.md"),  # not languages
         ("docs/en/install.md", "docs/en/upgrade.md"),
         ("docs/en/install.md", "docs/fr/guide/install.md"),
-        ("docs/install.md", "i18n/fr/docusaurus-plugin-content-docs/version-2/install.md"),
         ("docs/em/install.md", "docs/en/install.md"),  # "em" is no language code
         ("notes.md", "notes.txt"),
         ("en/README.md", "my-blog/README.md"),  # "blog" is neither a region nor a script
@@ -270,3 +290,19 @@ def test_translations_beside_an_english_tree_take_its_slot(tmp_path: Path) -> No
     found = index.search("How do I install the server with pip?")
     assert [hit.path for hit in found.results] == ["guide/install.md", "guide/configure.md"]
     assert set(found.results[0].copies) == {"fr/guide/install.md", "de/guide/install.md"}
+
+
+def test_versions_that_differ_more_than_near_copies_take_one_slot(tmp_path: Path) -> None:
+    releases = {
+        "v1.0": "Download the archive, unpack it and run ./install.sh as root; the service starts at boot.",
+        "v2.0": "Install the package with your system's package manager; a systemd unit is created for you.",
+        "v3.0": "Run the container image with docker run, mounting a volume for the data and a port.",
+    }
+    files = {f"docs/{v}/install.md": f"# Installing the server\n\n{text}\n" for v, text in releases.items()}
+    index = build(
+        tmp_path, {**files, "docs/v3.0/backup.md": "# Backups\n\nInstall a cron job for the server.\n"}
+    )
+    found = index.search("install the server")
+    install = [hit for hit in found.results if hit.path.endswith("install.md")]
+    assert len(install) == 1
+    assert {install[0].path, *install[0].copies} == set(files)

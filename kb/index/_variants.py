@@ -1,10 +1,11 @@
-"""Translations: one document in several languages, told apart by a language tag in its path.
+"""Variants: one page in several languages or versions, told apart by a tag in its path.
 
 A documentation set kept in many languages repeats each page under a folder per language
 (`docs/en/setup.md`, `docs/fr/setup.md`) or with a tag before the extension (`setup.md`,
-`setup.fr.md`). The translations of a page share code, names and numbers, so a search ranks many
-of them together and they fill its first slots with one page. Each path's *family* is the path
-without its language, and a ranking keeps one slot per family, naming the others.
+`setup.fr.md`); one kept for several releases, under a folder per version (`docs/v1.2/setup.md`,
+`docs/v1.3/setup.md`). The variants of a page share code, names and numbers, so a search ranks
+many of them together and they fill its first slots with one page. Each path's *family* is the
+path without its language and version, and a ranking keeps one slot per family, naming the others.
 
 Names that only look like languages are common (`ml/`, `io/`, `scanpy.tl.rst`, `socket.io.md`, a
 country's states `ca/`, `de/`), so a tag of a language other than English counts only when the
@@ -35,12 +36,15 @@ _LANGUAGES = frozenset(
 # A language, then optionally a region (`pt-br`, `es-419`) or a script (`zh-hant`, `sr-latn`), as
 # folder and file names write them (`-` or `_`, any case).
 _TAG = re.compile(r"([a-z]{2})(?:[-_](?:[a-z]{2}|[0-9]{3}|hans|hant|latn|cyrl|arab))?", re.IGNORECASE)
+# A release: `v2`, `v1.2`, `1.2.3`, `2.x`, Docusaurus's `version-2.0`, Read the Docs' `latest` and
+# `stable`. A bare number (`2/`) is more often a chapter than a release.
+_VERSION = re.compile(r"(?:v|version-)?\d+(?:\.(?:\d+|x))+|(?:v|version-)\d+|latest|stable", re.IGNORECASE)
 _MASK = "*"
 
 
 class Family(NamedTuple):
-    """The translations a document belongs to: `number` is shared by all of them; `original` says
-    this one is English or carries no language tag."""
+    """The variants a document belongs to: `number` is shared by all of them; `original` says this
+    one is English or carries no language tag."""
 
     number: int
     original: bool
@@ -57,9 +61,10 @@ def language(name: str) -> str | None:
 
 def family(path: str, text: Callable[[], str]) -> Family:
     """The family of the document at `path`, whose text starts with `text()` (asked for only when
-    the path names a language other than English): the path without its language (see
-    `_without_language`) nor a language tag before the extension (`setup.fr.md`), and with every
-    name marked as if it had such a tag, so that `setup.md` and `setup.fr.md` are one family."""
+    the path names a language other than English): the path without its language and its version
+    (see `_without_language`, `_without_version`) nor a language tag before the extension
+    (`setup.fr.md`), every name marked as if it had such a tag, so that `setup.md` and
+    `setup.fr.md` are one family."""
     *folders, name = path.split("/")
     kept, code = _without_language(folders)
     stem, dot, extension = name.rpartition(".")
@@ -70,9 +75,20 @@ def family(path: str, text: Callable[[], str]) -> Family:
     codes = [c for c in (code, named) if c is not None]
     if any(c != "en" for c in codes) and not reads_as_other_language(text()):
         kept, named, codes = folders, None, []  # names that only look like languages
-    key = "/".join([*kept, f"{base if named else stem}.{_MASK}.{extension}"])
+    key = "/".join([*_without_version(kept), f"{base if named else stem}.{_MASK}.{extension}"])
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return Family(int.from_bytes(digest, "big", signed=True), all(c == "en" for c in codes))
+
+
+def _without_version(folders: list[str]) -> list[str]:
+    """`folders` without the highest one that names a release; Docusaurus's
+    `versioned_docs/version-2/` stands for its current `docs/`."""
+    for i, folder in enumerate(folders):
+        if _VERSION.fullmatch(folder):
+            if i > 0 and folders[i - 1] == "versioned_docs":
+                return [*folders[: i - 1], "docs", *folders[i + 1 :]]
+            return [*folders[:i], *folders[i + 1 :]]
+    return folders
 
 
 def _without_language(folders: list[str]) -> tuple[list[str], str | None]:
