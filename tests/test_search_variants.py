@@ -28,8 +28,20 @@ FRENCH = "Installez le serveur avec pip, puis démarrez-le sur le port de votre 
 ENGLISH = "Install the server with pip, then start it on a port of your choice. " * 3
 
 
+# What each language's page reads like: few English words, letters of its script.
+SAMPLES = {
+    "zh": "使用 pip 安装服务器。然后在你选择的端口上启动它。",
+    "ja": "pip でサーバーをインストールし、好きなポートで起動します。",
+    "ko": "pip로 서버를 설치한 다음 원하는 포트에서 시작하세요.",
+}
+
+
 def french(path: str) -> int:
-    return family(path, lambda: FRENCH).number
+    """The family of `path` for a page in its language (French, unless a sample says otherwise)."""
+    sample = next(
+        (text for code, text in SAMPLES.items() if f"/{code}" in f"/{path}" or f".{code}." in path), FRENCH
+    )
+    return family(path, lambda: sample).number
 
 
 def english(path: str) -> int:
@@ -114,6 +126,14 @@ def test_names_that_only_look_like_languages_are_no_translations_of_english_text
     assert english(a) != family(b, lambda: "acme_server.start(port=8080, config='acme.toml')").number
 
 
+def test_a_page_counts_as_a_translation_only_in_its_language_s_script() -> None:
+    # An English page of formulas under a topic folder named like Malayalam is no translation.
+    formulas = "Adam keeps α, β₁, β₂ and ε; θ ← θ − α·m̂/(√v̂ + ε) for every λ and μ. " * 4  # noqa: RUF001
+    assert english("docs/index.md") != family("docs/ml/index.md", lambda: formulas).number
+    assert english("docs/index.md") == family("docs/ja/index.md", lambda: SAMPLES["ja"]).number
+    assert english("docs/index.md") != family("docs/ja/index.md", lambda: FRENCH).number
+
+
 def test_the_original_is_english_or_untagged() -> None:
     assert family("docs/en/install.md", lambda: ENGLISH).original
     assert family("docs/en-US/install.md", lambda: ENGLISH).original
@@ -136,6 +156,8 @@ def test_the_original_is_english_or_untagged() -> None:
 def test_english_questions_are_told_from_others_that_share_a_function_word() -> None:
     assert asks_in_english("How do I install the server and start it on a port?")
     assert asks_in_english("what is the difference between these two settings")
+    assert asks_in_english("How do I read a session cookie?")
+    assert asks_in_english("What is a cookie?")
     assert not asks_in_english("acme-server port config")
     for other in (
         "¿Cómo instale el servidor con pip a un puerto no estándar?",

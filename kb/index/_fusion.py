@@ -131,10 +131,13 @@ def _with_lexical_copies(
     by_words = set(known) | {place(c) for others in known.values() for c in others}
     involved = [a for (_, a), others in zip(slots, copies, strict=True) for a in (a, *others)]
     involved += [c for others in known.values() for c in others]
-    document = {place(a): int(d or 0) for a, d in zip(involved, searcher.fast_field_values("doc_num", involved), strict=True)}
+    numbers = searcher.fast_field_values("doc_num", involved)
+    document = {place(a): int(d or 0) for a, d in zip(involved, numbers, strict=True)}
     shown_slots, shown_copies = [], []
     for (score, address), others in zip(slots, copies, strict=True):
-        candidates = [c for hit in (address, *others) for c in known.get(place(hit), [])] + others
+        # Its own lexical copies, then each hit folded into it followed by that hit's.
+        folded = (c for hit in others for c in (hit, *known.get(place(hit), [])))
+        candidates = [*known.get(place(address), []), *folded]
         own = document[place(address)]
         if place(address) not in by_words:
             address = next((c for c in candidates if document[place(c)] == own and place(c) in by_words), address)

@@ -15,14 +15,17 @@ English or untagged member).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import NamedTuple
 
 import tantivy
 
-from kb.index._english import reads_as_other_language
+from kb.index._english import SAMPLE_CHARS, english_share
 
 # ISO 639-1: every two-letter language code.
 _LANGUAGES = frozenset(
@@ -73,7 +76,8 @@ def family(path: str, text: Callable[[], str]) -> Family:
     base, tag_dot, tag = stem.rpartition(".")
     named = language(tag) if tag_dot and base else None
     codes = [c for c in (code, named) if c is not None]
-    if any(c != "en" for c in codes) and not reads_as_other_language(text()):
+    foreign = [c for c in codes if c != "en"]
+    if foreign and not _written_in(text(), foreign[0]):
         kept, named, codes = folders, None, []  # names that only look like languages
     key = "/".join([*_without_version(kept), f"{base if named else stem}.{_MASK}.{extension}"])
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
@@ -110,6 +114,76 @@ def _without_language(folders: list[str]) -> tuple[list[str], str | None]:
             return [*folders[: i - 1], "blog", *folders[i + 2 :]], code
         return [*folders[:i], *folders[i + 1 :]], code
     return folders, None
+
+
+# The scripts of the languages not written in Latin letters, as Unicode names their characters'
+# first word; every other language's letters outside ASCII are Latin (é, ß, ş, ơ).
+_SCRIPTS: dict[str, frozenset[str]] = {
+    code: frozenset(scripts.split())
+    for codes, scripts in [
+        ("ja", "HIRAGANA KATAKANA CJK"),
+        ("zh", "CJK"),
+        ("ko", "HANGUL CJK"),
+        ("ru uk bg mk be kk ky tg mn ba cv os tt ce kv av ab", "CYRILLIC"),
+        ("sr", "CYRILLIC LATIN"),
+        ("el", "GREEK"),
+        ("ar fa ur ps ug ku sd ks", "ARABIC"),
+        ("he yi", "HEBREW"),
+        ("hi mr ne sa pi", "DEVANAGARI"),
+        ("bn as", "BENGALI"),
+        ("pa", "GURMUKHI"),
+        ("gu", "GUJARATI"),
+        ("or", "ORIYA"),
+        ("ta", "TAMIL"),
+        ("te", "TELUGU"),
+        ("kn", "KANNADA"),
+        ("ml", "MALAYALAM"),
+        ("si", "SINHALA"),
+        ("th", "THAI"),
+        ("lo", "LAO"),
+        ("km", "KHMER"),
+        ("my", "MYANMAR"),
+        ("ka", "GEORGIAN"),
+        ("hy", "ARMENIAN"),
+        ("am ti", "ETHIOPIC"),
+        ("bo dz", "TIBETAN"),
+        ("dv", "THAANA"),
+        ("iu", "CANADIAN"),
+    ]
+    for code in codes.split()
+}
+_LATIN = frozenset({"LATIN"})
+_LETTERS = re.compile(r"[^\W\d_]+")
+# English prose is 30-50% function words, other languages' text under 20% (see `english_share`).
+_ENGLISH_SHARE = 0.2
+# At least this share of the letters are of the language's script and outside ASCII (ä, é, ñ, ş in
+# most languages of Latin letters; every letter in others). English, code and names have next to
+# none; formulas' Greek letters are no Malayalam.
+_SCRIPT_SHARE = 0.005
+
+
+def _written_in(text: str, code: str) -> bool:
+    """Whether `text` (the start of a document's text) is written in the language `code` rather
+    than in English: few English function words, and letters of that language's script outside
+    ASCII. Code, names and numbers are neither, so a page of them is not taken for a translation."""
+    words = _LETTERS.findall(text[:SAMPLE_CHARS].lower())
+    if not words or english_share(words) >= _ENGLISH_SHARE:
+        return False
+    needed = math.ceil(sum(map(len, words)) * _SCRIPT_SHARE)
+    scripts = _SCRIPTS.get(code, _LATIN)
+    found = 0
+    for word in words:
+        if not word.isascii():
+            found += sum(ord(char) > 127 and _script(char) in scripts for char in word)
+            if found >= needed:
+                return True
+    return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _script(char: str) -> str:
+    """The script of a letter, as the first word of its Unicode name ("LATIN", "CJK", "CYRILLIC")."""
+    return unicodedata.name(char, "").partition(" ")[0]
 
 
 Slot = tuple[tuple[float, tantivy.DocAddress], list[tantivy.DocAddress]]  # a hit and its copies
