@@ -199,11 +199,11 @@ def one_slot_per_passage(
 ) -> tuple[list[tuple[float, tantivy.DocAddress]], list[list[tantivy.DocAddress]]]:
     """`hits` (best first) with each passage's copies folded into its best-ranked instance: the
     hits with its `passage_key`, those whose sketch agrees with its own on `NEAR_BANDS` bands, and
-    the passages of its document's translations (see `_variants`)."""
+    the passages of its document's other variants: translations, versions (see `_variants`)."""
     addresses = [address for _, address in hits]
     keys = searcher.fast_field_values("content", addresses)
     linked = _linked_bands([searcher.fast_field_values(field, addresses) for field in SKETCH_FIELDS])
-    families = _translated(searcher, schema, addresses)
+    families = _variant_families(searcher, schema, addresses)
     slots: list[tuple[float, tantivy.DocAddress]] = []
     copies: list[list[tantivy.DocAddress]] = []
     slot_of: dict[int, int] = {}
@@ -233,14 +233,17 @@ def one_slot_per_passage(
     return slots, copies
 
 
-def _translated(searcher: tantivy.Searcher, schema: tantivy.Schema, addresses: list[tantivy.DocAddress]) -> list[int]:
-    """For each hit, its translation family if it folds (another hit is of the same family, and the
-    family has an original in the index); else 0. A ranking of one language looks nothing up."""
+def _variant_families(
+    searcher: tantivy.Searcher, schema: tantivy.Schema, addresses: list[tantivy.DocAddress]
+) -> list[int]:
+    """For each hit, its document's family of variants if it folds (another hit is of the same
+    family, and the family has an original in the index); else 0. A ranking with no two variants
+    of one page looks nothing up."""
     families = [int(value or 0) for value in searcher.fast_field_values("family", addresses)]
     shared = [family for family, n in Counter(families).items() if n > 1 and family]
     if not shared:
         return [0] * len(families)
-    # One passage answers for each family (listing them all cost 0.3 ms for one family).
+    # Whether a family has an original: its first passage says (listing them all took 0.3 ms).
     folding = {
         family
         for family in shared
