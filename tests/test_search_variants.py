@@ -134,6 +134,28 @@ def test_a_page_counts_as_a_translation_only_in_its_language_s_script() -> None:
     assert english("docs/index.md") != family("docs/ja/index.md", lambda: FRENCH).number
 
 
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        ("id", "Instal server dengan pip, lalu jalankan di port yang Anda pilih. Ini adalah cara untuk itu."),
+        ("nl", "Installeer de server met pip en start het op een poort van uw keuze. Dat is niet moeilijk."),
+        (
+            "it",
+            "Installa il server con pip e avvialo sulla porta che preferisci. Non è difficile, come vedi.",
+        ),
+        (
+            "hu",
+            "Telepítse a szervert a pip segítségével, és indítsa el egy tetszőleges porton, ez nem nehéz.",
+        ),
+    ],
+)
+def test_translations_into_languages_with_few_accents_are_told_by_their_common_words(
+    code: str, text: str
+) -> None:
+    assert english("docs/install.md") == family(f"docs/{code}/install.md", lambda: text).number
+    assert english("docs/install.md") != family(f"docs/{code}/install.md", lambda: ENGLISH).number
+
+
 def test_the_original_is_english_or_untagged() -> None:
     assert family("docs/en/install.md", lambda: ENGLISH).original
     assert family("docs/en-US/install.md", lambda: ENGLISH).original

@@ -162,12 +162,39 @@ _ENGLISH_SHARE = 0.2
 _SCRIPT_SHARE = 0.005
 
 
+# The commonest words of languages of Latin letters that use few accents or none, and of Hungarian
+# (whose "a" and "is" are English function words too): their text is told by these instead.
+_COMMON_WORDS: dict[str, frozenset[str]] = {
+    code: frozenset(words.split())
+    for codes, words in [
+        ("id ms", "yang dan di untuk dengan ini itu dari ke tidak ada akan dalam pada atau juga dapat adalah"),
+        ("nl", "de het een en van dat niet op te voor zijn met als er wordt kan ook naar bij om aan"),
+        ("af", "die en van is het nie te wat om in op vir met kan word ook"),
+        ("it", "il di che la per un una del della sono non con si da le gli come anche questo nel"),
+        ("sw", "na ya wa kwa ni katika za la cha kama hii kuwa"),
+        ("tl", "ang ng sa mga na ay para at ito hindi"),
+        ("eu", "eta da ez bat du ere dira izan behar edo"),
+        ("hu", "a az és hogy nem egy is meg van ez csak mint vagy kell"),
+    ]
+    for code in codes.split()
+}
+_COMMON_SHARE = 0.1
+
+
 def _written_in(text: str, code: str) -> bool:
     """Whether `text` (the start of a document's text) is written in the language `code` rather
     than in English: few English function words, and letters of that language's script outside
-    ASCII. Code, names and numbers are neither, so a page of them is not taken for a translation."""
+    ASCII (or, for a language that has few, more of its own commonest words than of English's).
+    Code, names and numbers are neither, so a page of them is not taken for a translation."""
     words = _LETTERS.findall(text[:SAMPLE_CHARS].lower())
-    if not words or english_share(words) >= _ENGLISH_SHARE:
+    if not words:
+        return False
+    english = english_share(words)
+    if (common := _COMMON_WORDS.get(code)) is not None:
+        own = sum(word in common for word in words) / len(words)
+        if own >= _COMMON_SHARE and own > english:
+            return True
+    if english >= _ENGLISH_SHARE:
         return False
     needed = math.ceil(sum(map(len, words)) * _SCRIPT_SHARE)
     scripts = _SCRIPTS.get(code, _LATIN)
