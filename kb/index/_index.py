@@ -274,10 +274,20 @@ class SearchIndex:
         self, wanted: Callable[[int], bool], paths: list[str] | None = None
     ) -> Iterator[tuple[int, str]]:
         """The vector key of each passage that is `wanted`, and the text its vector is made from
-        (passages of `paths` only, if given); each key once."""
+        (passages of `paths` only, if given); each key once, a document's passages together and
+        in their order, the documents in an order of their paths' hashes.
+
+        That order depends on the documents alone, not on where the index's commits put them: the
+        encoder's vectors depend a little on the passages encoded beside them (see
+        `kb.semantic._model.BATCH`), and an order that followed the commits' timing made two
+        builds of one folder rank differently."""
         searcher = self._searcher()
+        found = self._vector_keys(searcher, paths)
+        addresses = [address for address, _ in found]
+        documents, ordinals = (searcher.fast_field_values(f, addresses) for f in ("doc_num", "ordinal"))
+        order = sorted(range(len(found)), key=lambda i: (int(documents[i] or 0), int(ordinals[i] or 0)))
         seen: set[int] = set()
-        for address, key in self._vector_keys(searcher, paths):
+        for address, key in (found[i] for i in order):
             if key in seen or not wanted(key):
                 continue
             seen.add(key)
