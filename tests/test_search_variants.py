@@ -56,6 +56,7 @@ def english(path: str) -> int:
         ("docs/en/install.md", "docs/zh_Hant/install.md"),
         ("content/en/docs/setup/install.md", "content/ja/docs/setup/install.md"),
         ("docs/en/ml/models.md", "docs/fr/ml/models.md"),  # a topic folder named like a language
+        ("ml/docs/en/models.md", "ml/docs/fr/models.md"),  # ... or above the language's
         ("docs/guide/install.md", "docs/fr/guide/install.md"),  # English at the top, as VitePress keeps it
         (
             "website/docs/guide/install.md",

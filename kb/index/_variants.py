@@ -20,7 +20,7 @@ import hashlib
 import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import tantivy
@@ -67,21 +67,24 @@ def family(path: str, text: Callable[[], str]) -> Family:
     the path names a language other than English): the path without its language and its version
     (see `_without_language`, `_without_version`) nor a language tag before the extension
     (`setup.fr.md`), every name marked as if it had such a tag, so that `setup.md` and
-    `setup.fr.md` are one family."""
+    `setup.fr.md` are one family. A folder or tag of a language other than English counts only if
+    the text is written in it; else the next folder down that names a language is tried."""
     *folders, name = path.split("/")
-    kept, code = _without_language(folders)
+    opening = functools.cache(text)
+    kept, code = next(
+        ((rest, c) for rest, c in _without_language(folders) if c == "en" or _written_in(opening(), c)),
+        (folders, None),
+    )
     stem, dot, extension = name.rpartition(".")
     if not dot:  # no extension: the whole name is the stem
         stem, extension = name, ""
     base, tag_dot, tag = stem.rpartition(".")
     named = language(tag) if tag_dot and base else None
-    codes = [c for c in (code, named) if c is not None]
-    foreign = [c for c in codes if c != "en"]
-    if foreign and not _written_in(text(), foreign[0]):
-        kept, named, codes = folders, None, []  # names that only look like languages
+    if named not in (None, "en") and not _written_in(opening(), named):
+        named = None  # a dotted name (`socket.io.md`), not a translation
     key = "/".join([*_without_version(kept), f"{base if named else stem}.{_MASK}.{extension}"])
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return Family(int.from_bytes(digest, "big", signed=True), all(c == "en" for c in codes))
+    return Family(int.from_bytes(digest, "big", signed=True), code in (None, "en") and named in (None, "en"))
 
 
 def _without_version(folders: list[str]) -> list[str]:
@@ -95,12 +98,12 @@ def _without_version(folders: list[str]) -> list[str]:
     return folders
 
 
-def _without_language(folders: list[str]) -> tuple[list[str], str | None]:
-    """`folders` without the highest one that names a language, and that language (None if none
-    does). So `docs/fr/setup.md` is `docs/setup.md` in French, as is `docs/en/setup.md` in English,
-    and `fr/` beside an English tree holds its translations; a topic folder below the language
-    (`docs/fr/ml/`) is part of the page's name. Docusaurus keeps the French of `docs/setup.md` in
-    `i18n/fr/docusaurus-plugin-content-docs/current/setup.md` (`version-2` for
+def _without_language(folders: list[str]) -> Iterator[tuple[list[str], str]]:
+    """For each folder that names a language, highest first: `folders` without it, and that
+    language. So `docs/fr/setup.md` is `docs/setup.md` in French, as is `docs/en/setup.md` in
+    English, and `fr/` beside an English tree holds its translations; a topic folder below the
+    language (`docs/fr/ml/`) is part of the page's name. Docusaurus keeps the French of
+    `docs/setup.md` in `i18n/fr/docusaurus-plugin-content-docs/current/setup.md` (`version-2` for
     `versioned_docs/version-2`), and of `blog/` in `i18n/fr/docusaurus-plugin-content-blog/`."""
     for i, folder in enumerate(folders):
         if (code := language(folder)) is None:
@@ -109,11 +112,11 @@ def _without_language(folders: list[str]) -> tuple[list[str], str | None]:
         if plugin == "docusaurus-plugin-content-docs" and i + 2 < len(folders):
             version = folders[i + 2]
             original = ["docs"] if version == "current" else ["versioned_docs", version]
-            return [*folders[: i - 1], *original, *folders[i + 3 :]], code
-        if plugin == "docusaurus-plugin-content-blog":
-            return [*folders[: i - 1], "blog", *folders[i + 2 :]], code
-        return [*folders[:i], *folders[i + 1 :]], code
-    return folders, None
+            yield [*folders[: i - 1], *original, *folders[i + 3 :]], code
+        elif plugin == "docusaurus-plugin-content-blog":
+            yield [*folders[: i - 1], "blog", *folders[i + 2 :]], code
+        else:
+            yield [*folders[:i], *folders[i + 1 :]], code
 
 
 # The scripts of the languages not written in Latin letters, as Unicode names their characters'
