@@ -15,10 +15,10 @@ from kb.index._variants import family, language
 CODE = "```\npip install acme-server\nacme-server --port 8080 --config acme.toml\n```\n"
 PAGES = {
     "en": "# Installing\n\nInstall the server with pip, then start it on a port of your choice.\n\n" + CODE,
-    "fr": "# Installation\n\nInstallez le serveur avec pip, puis démarrez-le sur le port de votre choix.\n\n"
-    + CODE,
+    "fr": "# Installation\n\nInstallez le serveur avec pip, puis démarrez-le sur le port de votre choix ; "
+    "c'est déjà prêt.\n\n" + CODE,
     "de": "# Installation\n\nInstallieren Sie den Server mit pip und starten Sie ihn auf einem Port Ihrer "
-    "Wahl, für immer.\n\n" + CODE,
+    "Wahl, für immer; es ist schön.\n\n" + CODE,
     "pt-br": "# Instalação\n\nInstale o servidor com pip e inicie-o na porta que preferir.\n\n" + CODE,
 }
 OTHER = "# Configuring\n\nThe server reads acme.toml at start; the port set there wins over --port.\n"
@@ -92,8 +92,10 @@ def test_versions_share_a_family(a: str, b: str) -> None:
     assert family(a, lambda: ENGLISH).original
 
 
-def test_numbered_chapters_are_no_versions() -> None:
+def test_numbered_chapters_dates_and_addresses_are_no_versions() -> None:
     assert english("book/1/intro.md") != english("book/2/intro.md")
+    assert english("meetings/2023.01.15/notes.md") != english("meetings/2023.02.01/notes.md")
+    assert english("hosts/10.0.0.1/README.md") != english("hosts/10.0.0.2/README.md")
     assert english("docs/v1.2/api/v1/users.md") != english("docs/v1.2/api/v2/users.md")
 
 
@@ -123,8 +125,11 @@ def test_other_documents_do_not(a: str, b: str) -> None:
 )
 def test_names_that_only_look_like_languages_are_no_translations_of_english_text(a: str, b: str) -> None:
     assert english(a) != english(b)
-    # Nor is a page of code and names, which reads as no language.
+    # Nor is a page of code and names, which reads as no language, nor a terse English one with a
+    # name or two in another language.
     assert english(a) != family(b, lambda: "acme_server.start(port=8080, config='acme.toml')").number
+    table = "| City | Population |\n| San José | 1,000,000 |\n| Fresno | 500,000 |\n| Oakland | 400,000 |"
+    assert english(a) != family(b, lambda: table).number
 
 
 def test_a_page_counts_as_a_translation_only_in_its_language_s_script() -> None:
@@ -181,11 +186,17 @@ def test_english_questions_are_told_from_others_that_share_a_function_word() -> 
     assert asks_in_english("what is the difference between these two settings")
     assert asks_in_english("How do I read a session cookie?")
     assert asks_in_english("What is a cookie?")
-    assert not asks_in_english("acme-server port config")
+    for keywords in ("acme-server port config", "cors middleware setup", "Do I need it?", "IS IT SAFE"):
+        assert asks_in_english(keywords), keywords  # plain ASCII words, none of another language
     for other in (
         "¿Cómo instale el servidor con pip a un puerto no estándar?",
         "Was passiert, wenn ich den Server mit pip in einem Port installieren?",
         "Comment on installe le serveur avec pip, il y a une erreur",
+        "comment installer le serveur",
+        "Co to jest i jak to działa?",
+        "Hoe kan ik dit even in Python doen?",
+        "Ce rol are parametrul in aceasta functie?",
+        "Hvordan kan jeg have flere i en",
     ):
         assert not asks_in_english(other), other
 
@@ -197,10 +208,11 @@ def test_translations_take_one_slot_shown_in_english_to_an_english_question(tmp_
     assert sorted(hit.path for hit in found.results) == ["docs/en/configure.md", "docs/en/install.md"]
     install = next(hit for hit in found.results if hit.path == "docs/en/install.md")
     assert set(install.copies) == set(files) - {"docs/en/install.md"}
-    # Words alone say no language: the best-ranked translation stands for the others.
+    # Keywords of plain ASCII, none of another language, are taken for English too.
     found = index.search("acme-server port config")
     install = next(hit for hit in found.results if hit.path in files)
     assert len(found.results) == 2
+    assert install.path == "docs/en/install.md"
     assert {install.path, *install.copies} == set(files)
     every = index.search("acme-server port config", all_passages=True)
     assert {hit.path for hit in every.results} >= set(files)
@@ -258,9 +270,9 @@ FUSED_EN = (
 FUSED = {
     "docs/en/install.md": FUSED_EN,
     "docs/fr/install.md": "# Installation\n\nInstallez acme-server avec pip, puis démarrez acme-server "
-    "sur le port.\n\n" + CODE,
+    "sur le port ; c'est déjà prêt.\n\n" + CODE,
     "docs/de/install.md": "# Installation\n\nInstallieren Sie acme-server mit pip und starten Sie "
-    "acme-server auf einem Port für immer.\n\n" + CODE,
+    "acme-server auf einem Port für immer; es ist schön.\n\n" + CODE,
     "docs/pt/install.md": "# Instalação\n\nInstale acme-server com pip e inicie acme-server na porta.\n\n"
     + CODE,
     "docs/en/ports.md": "# Ports\n\nacme-server acme-server acme-server pip port port: choose the "

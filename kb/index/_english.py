@@ -17,21 +17,36 @@ STOPWORDS = frozenset(
     without would yet you your tell explain describe please show give find""".split()
 )
 # Those that are also everyday words of other languages written in Latin letters ("a", "no" in
-# Spanish; "was", "in", "also" in German; "on", "or" in French; "i" in Italian and Polish...).
+# Spanish; "was", "in", "also" in German; "on", "or" in French; "i", "to" in Polish; "even" in
+# Dutch; "are" in Romanian; "have" in Danish...).
 _SHARED = frozenset(
-    """a also am an as at by do for had he her i in is it just me my no of on once or over per so
-    under via was will""".split()
+    """a also am an are as at by do even for had have he her i in is it just me my no of on once or
+    over per so to under via was will""".split()
 )
 _ENGLISH_ONLY = STOPWORDS - _SHARED
+# Function words of other languages of Latin letters (French, German, Spanish, Portuguese,
+# Italian, Dutch, the Scandinavian languages, Romanian, Polish, Czech, Turkish, Indonesian): a
+# query of plain ASCII words with none of these, and no English ones either, is taken for English.
+_OTHER_LANGUAGES = frozenset(
+    """le la les des du et est une pour dans avec sur pas que qui comment quel quelle der die das
+    und ist nicht mit ein eine wie ich auf dem den el los las y es con para una por que
+    como cual donde os um uma com nao sao il di che per della sono come het een en van dat niet
+    voor zijn met hoe wat jeg og er det som med hvordan hvad och att jag hur vad ce si este pentru
+    cu din cum sau jak co jest nie czy na ze je se ve bu ve bir ile nasil yang dan untuk dengan
+    ini itu bagaimana apa""".split()
+)
 _WORD = re.compile(r"\w+")
 SAMPLE_CHARS = 1500  # enough to tell a language (FastAPI: as many translations told as with 4,000)
 
 
 def asks_in_english(text: str) -> bool:
-    """Whether a query reads as English: two of its words at least are English function words,
-    and one of them is found in no other language's everyday use ("how", "the", "what")."""
+    """Whether a query reads as English. A question: two of its words at least are English
+    function words, one of them found in no other language's everyday use ("how", "the", "what").
+    Keywords ("cors middleware setup"): plain ASCII, with no function word of another language."""
     words = set(_WORD.findall(text.lower()))
-    return len(words & STOPWORDS) >= 2 and not words.isdisjoint(_ENGLISH_ONLY)
+    if len(words & STOPWORDS) >= 2 and not words.isdisjoint(_ENGLISH_ONLY):
+        return True
+    return text.isascii() and words.isdisjoint(_OTHER_LANGUAGES) and not words <= _SHARED
 
 
 def english_share(words: list[str]) -> float:

@@ -40,8 +40,11 @@ _LANGUAGES = frozenset(
 # folder and file names write them (`-` or `_`, any case).
 _TAG = re.compile(r"([a-z]{2})(?:[-_](?:[a-z]{2}|[0-9]{3}|hans|hant|latn|cyrl|arab))?", re.IGNORECASE)
 # A release: `v2`, `v1.2`, `1.2.3`, `2.x`, Docusaurus's `version-2.0`, Read the Docs' `latest` and
-# `stable`. A bare number (`2/`) is more often a chapter than a release.
-_VERSION = re.compile(r"(?:v|version-)?\d+(?:\.(?:\d+|x))+|(?:v|version-)\d+|latest|stable", re.IGNORECASE)
+# `stable`. Not a bare number (`2/`, more often a chapter), a date (`2023.01.15`) nor an address
+# (`10.0.0.1`).
+_VERSION = re.compile(
+    r"(?:v|version-)\d+(?:\.(?:\d+|x))*|\d{1,3}\.(?:\d+|x)(?:\.\d+)?|latest|stable", re.IGNORECASE
+)
 _MASK = "*"
 
 
@@ -159,10 +162,11 @@ _LATIN = frozenset({"LATIN"})
 _LETTERS = re.compile(r"[^\W\d_]+")
 # English prose is 30-50% function words, other languages' text under 20% (see `english_share`).
 _ENGLISH_SHARE = 0.2
-# At least this share of the letters are of the language's script and outside ASCII (ä, é, ñ, ş in
-# most languages of Latin letters; every letter in others). English, code and names have next to
-# none; formulas' Greek letters are no Malayalam.
+# At least this share of the letters, and this many, are of the language's script and outside
+# ASCII (ä, é, ñ, ş in most languages of Latin letters; every letter in others). English, code and
+# names have next to none; formulas' Greek letters are no Malayalam.
 _SCRIPT_SHARE = 0.005
+_SCRIPT_LETTERS = 2  # a table naming San José, a changelog crediting Sébastien: one each
 
 
 # The commonest words of languages of Latin letters that use few accents or none, and of Hungarian
@@ -199,7 +203,7 @@ def _written_in(text: str, code: str) -> bool:
             return True
     if english >= _ENGLISH_SHARE:
         return False
-    needed = math.ceil(sum(map(len, words)) * _SCRIPT_SHARE)
+    needed = max(math.ceil(sum(map(len, words)) * _SCRIPT_SHARE), _SCRIPT_LETTERS)
     scripts = _SCRIPTS.get(code, _LATIN)
     found = 0
     for word in words:
