@@ -19,9 +19,10 @@ def filtered_keys(searcher: tantivy.Searcher, plan: QueryPlan) -> list[int] | No
     """The vector keys of the passages the filters let through, if few enough to rank them all
     by meaning (None: so many that the nearest of all passages hold enough of them)."""
     passing = plan.restrict(tantivy.Query.all_query())
-    if matching(searcher, passing) > MAX_RANKED_BY_MEANING:
+    count = matching(searcher, passing)
+    if count > MAX_RANKED_BY_MEANING:
         return None
-    addresses = every_match(searcher, passing)
+    addresses = every_match(searcher, passing, count)
     return list({int(key or 0) for key in searcher.fast_field_values("vector_key", addresses)})
 
 

@@ -10,9 +10,12 @@ def matching(searcher: tantivy.Searcher, query: tantivy.Query) -> int:
     return result_count(searcher.search(query, limit=1, count=True))
 
 
-def every_match(searcher: tantivy.Searcher, query: tantivy.Query) -> list[tantivy.DocAddress]:
-    """The address of every record `query` matches, in no useful order."""
-    count = matching(searcher, query)
+def every_match(
+    searcher: tantivy.Searcher, query: tantivy.Query, count: int | None = None
+) -> list[tantivy.DocAddress]:
+    """The address of every record `query` matches, in no useful order; `count` is how many
+    there are, if the caller counted them already."""
+    count = matching(searcher, query) if count is None else count
     if not count:
         return []
     return [address for _, address in searcher.search(query, limit=count, count=False).hits]
