@@ -122,11 +122,15 @@ def _without_language(folders: list[str]) -> Iterator[tuple[list[str], str]]:
             yield [*folders[:i], *folders[i + 1 :]], code
 
 
+def _per_language(rows: list[tuple[str, str]]) -> dict[str, frozenset[str]]:
+    """Tables written as rows of (language codes, words): each code's words, as a set."""
+    return {code: frozenset(words.split()) for codes, words in rows for code in codes.split()}
+
+
 # The scripts of the languages not written in Latin letters, as Unicode names their characters'
 # first word; every other language's letters outside ASCII are Latin (é, ß, ş, ơ).
-_SCRIPTS: dict[str, frozenset[str]] = {
-    code: frozenset(scripts.split())
-    for codes, scripts in [
+_SCRIPTS = _per_language(
+    [
         ("ja", "HIRAGANA KATAKANA CJK"),
         ("zh", "CJK"),
         ("ko", "HANGUL CJK"),
@@ -156,8 +160,7 @@ _SCRIPTS: dict[str, frozenset[str]] = {
         ("dv", "THAANA"),
         ("iu", "CANADIAN"),
     ]
-    for code in codes.split()
-}
+)
 _LATIN = frozenset({"LATIN"})
 _LETTERS = re.compile(r"[^\W\d_]+")
 # English prose is 30-50% function words, other languages' text under 20% (see `english_share`).
@@ -171,9 +174,8 @@ _SCRIPT_LETTERS = 2  # a table naming San José, a changelog crediting Sébastie
 
 # The commonest words of languages of Latin letters that use few accents or none, and of Hungarian
 # (whose "a" and "is" are English function words too): their text is told by these instead.
-_COMMON_WORDS: dict[str, frozenset[str]] = {
-    code: frozenset(words.split())
-    for codes, words in [
+_COMMON_WORDS = _per_language(
+    [
         ("id ms", "yang dan di untuk dengan ini itu dari ke tidak ada akan dalam pada atau juga dapat adalah"),
         ("nl", "de het een en van dat niet op te voor zijn met als er wordt kan ook naar bij om aan"),
         ("af", "die en van is het nie te wat om in op vir met kan word ook"),
@@ -183,8 +185,7 @@ _COMMON_WORDS: dict[str, frozenset[str]] = {
         ("eu", "eta da ez bat du ere dira izan behar edo"),
         ("hu", "a az és hogy nem egy is meg van ez csak mint vagy kell"),
     ]
-    for code in codes.split()
-}
+)
 _COMMON_SHARE = 0.1
 
 
